@@ -1,0 +1,65 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TOOLS := .tools
+UV_VERSION := 0.13.9
+SAM_VERSION := 1.170.0
+UV := $(TOOLS)/uv/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+SAM := $(TOOLS)/bin/sam
+
+# Never talk to AWS from here: SAM CLI telemetry off, fake credentials for anything local.
+export SAM_CLI_TELEMETRY := 0
+export UV_TOOL_DIR := $(CURDIR)/$(TOOLS)/uv-tools
+export UV_TOOL_BIN_DIR := $(CURDIR)/$(TOOLS)/bin
+
+.PHONY: help setup run test lint typecheck pytest template-check sam-build bench clean
+
+help:
+	@echo "make run    start the local stack with demo data (http://127.0.0.1:3000)"
+	@echo "make test   lint, type-check, every test, template checks and sam build"
+	@echo "make bench  benchmarks, printed as ratios against a floor measured in the same run"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+setup: $(VENV)/.synced
+
+$(SAM): | $(UV)
+	$(UV) tool install --quiet --python $(PYTHON) aws-sam-cli==$(SAM_VERSION)
+
+run: setup
+	$(VENV)/bin/otafleet-local $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy functions cli local tests bench scripts
+
+pytest: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+template-check: setup $(SAM)
+	$(PY) scripts/template_check.py --sam $(SAM)
+
+sam-build: setup $(SAM)
+	bash scripts/sam_build_smoke.sh $(SAM)
+
+test: lint typecheck pytest template-check sam-build
+	@echo "make test: all checks passed"
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""Settings, read once from the environment into a typed object."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+# Lambda's response payload limit is 6 MB; an inline image travels base64-encoded
+# (4/3 larger) inside a JSON envelope, so this is the largest body that fits with room to spare.
+LAMBDA_INLINE_LIMIT = 4_400_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    devices_table: str
+    catalog_table: str
+    firmware_bucket: str
+    region: str
+    presign_expiry_seconds: int = 300
+    catalog_cache_seconds: float = 30.0
+    max_inline_bytes: int = LAMBDA_INLINE_LIMIT
+    failure_offer_limit: int = 3
+    # Only for the local stack: the base URL devices should use to reach the S3 endpoint
+    # (e.g. http://192.168.1.20:4566 so a real ESP on the LAN can follow the redirect).
+    public_s3_endpoint: str | None = None
+    endpoint_url: str | None = None
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+def load_settings() -> Settings:
+    return Settings(
+        devices_table=os.environ.get("DEVICES_TABLE", "otafleet-devices"),
+        catalog_table=os.environ.get("CATALOG_TABLE", "otafleet-catalog"),
+        firmware_bucket=os.environ.get("FIRMWARE_BUCKET", "otafleet-firmware"),
+        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        presign_expiry_seconds=_int("PRESIGN_EXPIRY_SECONDS", 300),
+        catalog_cache_seconds=_float("CATALOG_CACHE_SECONDS", 30.0),
+        max_inline_bytes=min(_int("MAX_INLINE_BYTES", LAMBDA_INLINE_LIMIT), LAMBDA_INLINE_LIMIT),
+        failure_offer_limit=_int("FAILURE_OFFER_LIMIT", 3),
+        public_s3_endpoint=os.environ.get("PUBLIC_S3_ENDPOINT") or None,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return load_settings()
