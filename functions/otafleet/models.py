@@ -171,7 +171,13 @@ class Device:
     reported: Reported = field(default_factory=Reported)
     offer: Offer | None = None
     fs_version: str | None = None
+    # Learned when a device came back with a new build after an offer: ESP8266 devices report an MD5
+    # that can differ from the file's (the updater rewrites the flash-mode byte), so this is how the
+    # service knows that build is that release.
+    running_version: str | None = None
+    running_md5: str | None = None
     failed: frozenset[str] = frozenset()
+    checks: int = 0
     last_outcome: str | None = None
     last_reason: str | None = None
     first_seen: str | None = None

@@ -1,0 +1,1 @@
+"""The otafleet command-line interface for release engineers and operators."""

@@ -1,0 +1,38 @@
+"""boto3 clients, created once per process and only when first needed (cold starts stay short)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from otafleet.config import Settings
+
+
+@lru_cache(maxsize=4)
+def dynamodb(settings: Settings) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # Devices retry at their next scheduled check; failing fast beats holding the Lambda.
+    config = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client("dynamodb", region_name=settings.region, config=config)
+
+
+@lru_cache(maxsize=4)
+def s3(settings: Settings, *, public: bool = False) -> Any:
+    """`public=True` gives the client whose presigned URLs devices follow."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint = settings.public_s3_endpoint if public and settings.public_s3_endpoint else None
+    local = bool(endpoint or settings.endpoint_url)
+    config = Config(
+        signature_version="s3v4",
+        connect_timeout=2,
+        read_timeout=10,
+        retries={"max_attempts": 3, "mode": "standard"},
+        # Virtual-host style on the regional endpoint on AWS; path style on a local endpoint, whose
+        # host name cannot take the bucket as a subdomain.
+        s3={"addressing_style": "path" if local else "virtual", "us_east_1_regional_endpoint": "regional"},
+    )
+    return boto3.client("s3", region_name=settings.region, endpoint_url=endpoint, config=config)

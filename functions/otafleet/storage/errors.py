@@ -1,0 +1,56 @@
+"""Storage failures, translated out of botocore so callers need not import it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class StorageUnavailable(Exception):
+    """AWS could not serve the request now (throttling, timeouts, service errors): try again later."""
+
+
+class Conflict(Exception):
+    """A conditional write lost: the record changed or already exists."""
+
+
+class NotFound(Exception):
+    """An object or record that should exist does not."""
+
+
+_TRANSIENT = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "InternalError",
+    "RequestTimeout",
+    "TransactionConflictException",
+}
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Map botocore exceptions onto StorageUnavailable / Conflict / NotFound."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+            reasons = err.response.get("CancellationReasons") or []
+            if code == "ConditionalCheckFailedException" or any(
+                r.get("Code") == "ConditionalCheckFailed" for r in reasons
+            ):
+                raise Conflict(code) from err
+            raise StorageUnavailable(code) from err
+        if code in ("NoSuchKey", "NoSuchVersion", "404", "ResourceNotFoundException", "NoSuchBucket"):
+            raise NotFound(code) from err
+        if code in _TRANSIENT or err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            raise StorageUnavailable(code) from err
+        raise StorageUnavailable(f"{code}: {err}") from err
+    except BotoCoreError as err:
+        raise StorageUnavailable(type(err).__name__) from err

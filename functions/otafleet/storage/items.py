@@ -1,0 +1,280 @@
+"""Conversions between the records in `otafleet.models` and DynamoDB items (plain Python values).
+
+Keys of the catalog table: one partition per product holds the product, its channels and its releases,
+so one Query loads everything the decision needs about a product.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from otafleet.models import (
+    Channel,
+    Delivery,
+    Device,
+    Kind,
+    Offer,
+    Product,
+    Release,
+    ReleaseState,
+    Reported,
+    Track,
+    TrackState,
+)
+
+Item = dict[str, Any]
+
+PRODUCT_SK = "PRODUCT"
+
+
+def product_pk(name: str) -> str:
+    return f"P#{name}"
+
+
+def channel_sk(name: str) -> str:
+    return f"C#{name}"
+
+
+def release_sk(kind: Kind, version: str) -> str:
+    return f"R#{kind.value}#{version}"
+
+
+def counter_name(event: str, kind: Kind, version: str) -> str:
+    """Top-level attribute on a channel item counting rollout successes/failures of one release
+    (top level because DynamoDB's atomic ADD does not reach into maps)."""
+    return f"{event}#{kind.value}#{version}"
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return default if value is None else int(value)
+
+
+def _clean(item: Item) -> Item:
+    return {k: v for k, v in item.items() if v is not None and v != {} and v != ""}
+
+
+# --- products, channels, releases -------------------------------------------------------------
+
+
+def product_to_item(p: Product) -> Item:
+    return _clean(
+        {
+            "pk": product_pk(p.name),
+            "sk": PRODUCT_SK,
+            "type": "product",
+            "name": p.name,
+            "platform": p.platform,
+            "delivery": p.delivery.value,
+            "enroll": p.enroll,
+            "default_channel": p.default_channel,
+            "auth_required": p.auth_required,
+            "allow_downgrade": p.allow_downgrade,
+            "max_image_bytes": p.max_image_bytes,
+        }
+    )
+
+
+def product_from_item(item: Item) -> Product:
+    return Product(
+        name=item["name"],
+        platform=item["platform"],
+        delivery=Delivery(item.get("delivery", "redirect")),
+        enroll=bool(item.get("enroll", False)),
+        default_channel=item.get("default_channel", "stable"),
+        auth_required=bool(item.get("auth_required", False)),
+        allow_downgrade=bool(item.get("allow_downgrade", False)),
+        max_image_bytes=_int(item.get("max_image_bytes"), 16 * 1024 * 1024),
+    )
+
+
+def track_to_map(t: Track) -> Item:
+    return _clean(
+        {
+            "version": t.version,
+            "previous": t.previous,
+            "percent": t.percent,
+            "state": t.state.value,
+            "max_failure_rate": Decimal(str(t.max_failure_rate)),
+            "min_devices": t.min_devices,
+            "rollback": t.rollback,
+        }
+    )
+
+
+def track_from_map(m: Item, kind: Kind, counters: Item) -> Track:
+    version = m["version"]
+    return Track(
+        version=version,
+        previous=m.get("previous"),
+        percent=_int(m.get("percent"), 100),
+        state=TrackState(m.get("state", "active")),
+        successes=_int(counters.get(counter_name("ok", kind, version))),
+        failures=_int(counters.get(counter_name("fail", kind, version))),
+        max_failure_rate=float(m.get("max_failure_rate", 0.2)),
+        min_devices=_int(m.get("min_devices"), 10),
+        rollback=bool(m.get("rollback", False)),
+    )
+
+
+def channel_to_item(c: Channel) -> Item:
+    return {
+        "pk": product_pk(c.product),
+        "sk": channel_sk(c.name),
+        "type": "channel",
+        "product": c.product,
+        "name": c.name,
+        "tracks": {k.value: track_to_map(t) for k, t in c.tracks.items()},
+    }
+
+
+def channel_from_item(item: Item) -> Channel:
+    tracks = {Kind(k): track_from_map(v, Kind(k), item) for k, v in (item.get("tracks") or {}).items()}
+    return Channel(product=item["product"], name=item["name"], tracks=tracks)
+
+
+def release_to_item(r: Release) -> Item:
+    return _clean(
+        {
+            "pk": product_pk(r.product),
+            "sk": release_sk(r.kind, r.version),
+            "type": "release",
+            "product": r.product,
+            "kind": r.kind.value,
+            "version": r.version,
+            "size": r.size,
+            "md5": r.md5,
+            "sha256": r.sha256,
+            "s3_key": r.s3_key,
+            "s3_version_id": r.s3_version_id,
+            "state": r.state.value,
+            "reason": r.reason,
+            "chip": r.chip,
+            "appended_sha256": r.appended_sha256,
+            "flash_size_bytes": r.flash_size_bytes,
+            "facts": r.facts,
+            "uploaded_at": r.uploaded_at,
+        }
+    )
+
+
+def release_from_item(item: Item) -> Release:
+    return Release(
+        product=item["product"],
+        kind=Kind(item["kind"]),
+        version=item["version"],
+        size=_int(item.get("size")),
+        md5=item.get("md5", ""),
+        sha256=item.get("sha256", ""),
+        s3_key=item.get("s3_key", ""),
+        s3_version_id=item.get("s3_version_id"),
+        state=ReleaseState(item.get("state", "registered")),
+        reason=item.get("reason"),
+        chip=item.get("chip"),
+        appended_sha256=item.get("appended_sha256"),
+        flash_size_bytes=_int(item["flash_size_bytes"]) if item.get("flash_size_bytes") else None,
+        facts={k: (int(v) if isinstance(v, Decimal) else v) for k, v in (item.get("facts") or {}).items()},
+        uploaded_at=item.get("uploaded_at"),
+    )
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+
+def reported_to_map(r: Reported) -> Item:
+    return _clean(
+        {
+            "version": r.version,
+            "sketch_md5": r.sketch_md5,
+            "sketch_sha256": r.sketch_sha256,
+            "free_space": r.free_space,
+            "sketch_size": r.sketch_size,
+            "chip_size": r.chip_size,
+            "sdk_version": r.sdk_version,
+            "mode": r.mode,
+            "source_ip": r.source_ip,
+            "at": r.at,
+        }
+    )
+
+
+def reported_from_map(m: Item) -> Reported:
+    def opt_int(key: str) -> int | None:
+        return None if m.get(key) is None else int(m[key])
+
+    return Reported(
+        version=m.get("version"),
+        sketch_md5=m.get("sketch_md5"),
+        sketch_sha256=m.get("sketch_sha256"),
+        free_space=opt_int("free_space"),
+        sketch_size=opt_int("sketch_size"),
+        chip_size=opt_int("chip_size"),
+        sdk_version=m.get("sdk_version"),
+        mode=m.get("mode"),
+        source_ip=m.get("source_ip"),
+        at=m.get("at"),
+    )
+
+
+def offer_to_map(o: Offer) -> Item:
+    return _clean(
+        {
+            "kind": o.kind.value,
+            "version": o.version,
+            "at": o.at,
+            "from_md5": o.from_md5,
+            "from_version": o.from_version,
+        }
+    )
+
+
+def device_to_item(d: Device) -> Item:
+    """The operator-owned part of a device (what `device assign` writes)."""
+    return _clean(
+        {
+            "mac": d.mac,
+            "product": d.product,
+            "channel": d.channel,
+            "assigned": d.assigned,
+            "blocked": d.blocked,
+            "pins": {k.value: v for k, v in d.pins.items()},
+            "chip": d.chip,
+            "delivery": d.delivery.value if d.delivery else None,
+            "secret_hash": d.secret_hash,
+        }
+    )
+
+
+def device_from_item(item: Item) -> Device:
+    offer_map = item.get("offer")
+    offer = None
+    if offer_map:
+        offer = Offer(
+            kind=Kind(offer_map["kind"]),
+            version=offer_map["version"],
+            count=_int(item.get("offer_count"), 1),
+            at=offer_map.get("at", ""),
+            from_md5=offer_map.get("from_md5"),
+            from_version=offer_map.get("from_version"),
+        )
+    return Device(
+        mac=item["mac"],
+        product=item.get("product"),
+        channel=item.get("channel"),
+        assigned=bool(item.get("assigned", False)),
+        blocked=bool(item.get("blocked", False)),
+        pins={Kind(k): v for k, v in (item.get("pins") or {}).items()},
+        chip=item.get("chip"),
+        delivery=Delivery(item["delivery"]) if item.get("delivery") else None,
+        secret_hash=item.get("secret_hash"),
+        reported=reported_from_map(item.get("reported") or {}),
+        offer=offer,
+        fs_version=item.get("fs_version"),
+        running_version=item.get("running_version"),
+        running_md5=item.get("running_md5"),
+        failed=frozenset(item.get("failed") or ()),
+        last_outcome=item.get("last_outcome"),
+        last_reason=item.get("last_reason"),
+        first_seen=item.get("first_seen"),
+        checks=_int(item.get("checks")),
+    )

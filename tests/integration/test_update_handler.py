@@ -1,0 +1,298 @@
+"""The update handler driven with API Gateway HTTP API events against moto, row by row of
+esp-http-update.md §2, for both dialects."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from otafleet.models import Delivery, Kind
+from support.devices import esp8266_core_2_0_headers, esp8266_headers, esp32_headers, http_api_event
+from support.world import World, fake_image
+from update import app as update_app
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+ESP8266 = "5C:CF:7F:00:00:01"
+ESP32 = "24:0A:C4:00:00:01"
+
+
+@pytest.fixture(autouse=True)
+def fresh_handler() -> Iterator[None]:
+    update_app._service = None
+    yield
+    update_app._service = None
+
+
+def call(event: dict[str, Any]) -> dict[str, Any]:
+    response: dict[str, Any] = update_app.handler(event, None)
+    return response
+
+
+def body_bytes(response: dict[str, Any]) -> bytes:
+    body = response.get("body") or ""
+    return base64.b64decode(body) if response.get("isBase64Encoded") else body.encode()
+
+
+def header(response: dict[str, Any], name: str) -> str | None:
+    for key, value in (response.get("headers") or {}).items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
+
+
+@pytest.fixture
+def fleet(world: World) -> World:
+    """door: ESP8266 product on 1.1.0; cam: ESP32-S3 product on 2.0.0 (hash appended)."""
+    world.product("door", "esp8266", delivery=Delivery.INLINE)
+    world.release("door", "1.0.0")
+    world.release("door", "1.1.0", flash_size_bytes=4 * 1024 * 1024)
+    world.channel("door", app="1.1.0")
+    world.device(ESP8266, "door")
+    cam_image = fake_image("cam-2.0.0", 8192)
+    world.product("cam", "esp32s3")
+    world.release("cam", "2.0.0", cam_image, chip="esp32s3", appended_sha256=hashlib.sha256(b"x").hexdigest())
+    world.channel("cam", app="2.0.0")
+    world.device(ESP32, "cam")
+    return world
+
+
+def image_of(world: World, product: str, version: str) -> bytes:
+    release = world.catalog.get_release(product, Kind.APP, version)
+    assert release is not None
+    return world.blobs.read_release(release)
+
+
+# --- §2 answers, ESP8266 ------------------------------------------------------------------------
+
+
+def test_inline_200_carries_exact_image_and_md5(fleet: World) -> None:
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0")))
+    assert response["statusCode"] == 200
+    body = body_bytes(response)
+    assert body == image_of(fleet, "door", "1.1.0")
+    assert body[0] == 0xE9
+    assert header(response, "x-MD5") == hashlib.md5(body).hexdigest()
+    assert header(response, "x-MD5") == header(response, "x-MD5").lower()  # type: ignore[union-attr]
+    assert header(response, "Content-Type") == "application/octet-stream"
+    assert header(response, "Transfer-Encoding") is None
+
+
+def test_same_version_is_304_with_empty_body(fleet: World) -> None:
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.1.0")))
+    assert response["statusCode"] == 304
+    assert body_bytes(response) == b""
+    assert header(response, "X-Otafleet-Reason") == "up-to-date"
+
+
+def test_same_md5_is_304(fleet: World) -> None:
+    md5 = hashlib.md5(image_of(fleet, "door", "1.1.0")).hexdigest()
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, md5=md5)))
+    assert response["statusCode"] == 304
+
+
+def test_core_2_0_request_without_mode_md5_or_version_is_served(fleet: World) -> None:
+    response = call(http_api_event("/update", esp8266_core_2_0_headers(ESP8266)))
+    assert response["statusCode"] == 200
+    assert body_bytes(response) == image_of(fleet, "door", "1.1.0")
+
+
+def test_header_case_does_not_matter(fleet: World) -> None:
+    headers = esp8266_headers(ESP8266, version="1.0.0")
+    upper = {k.upper(): v for k, v in headers.items()}
+    mixed = {k.swapcase(): v for k, v in headers.items()}
+    answers = []
+    for variant in (headers, upper, mixed):
+        event = http_api_event("/update", {})
+        event["headers"] = variant  # as a server that does not lower-case would pass them
+        response = call(event)
+        answers.append((response["statusCode"], body_bytes(response), header(response, "x-MD5")))
+    assert answers[0][0] == 200
+    assert answers[0] == answers[1] == answers[2]
+
+
+def test_redirect_302_is_empty_and_presigned_sigv4_regional(fleet: World) -> None:
+    query = {"delivery": "redirect"}
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0"), query=query))
+    assert response["statusCode"] == 302
+    assert body_bytes(response) == b""
+    location = header(response, "Location")
+    assert location is not None
+    url = urlsplit(location)
+    params = parse_qs(url.query)
+    assert url.scheme == "https"
+    assert url.netloc == "otafleet-firmware.s3.eu-west-1.amazonaws.com"
+    assert url.path == "/firmware/door/1.1.0.bin"
+    assert params["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert params["X-Amz-Expires"] == ["300"]
+    assert "/eu-west-1/s3/aws4_request" in params["X-Amz-Credential"][0]
+    release = fleet.catalog.get_release("door", Kind.APP, "1.1.0")
+    assert release is not None and release.s3_version_id
+    assert params["versionId"] == [release.s3_version_id]
+
+
+def test_authorization_header_is_never_redirected(fleet: World) -> None:
+    headers = esp8266_headers(ESP8266, version="1.0.0", auth=(ESP8266, "whatever"))
+    response = call(http_api_event("/update", headers, query={"delivery": "redirect"}))
+    assert response["statusCode"] == 200
+    assert header(response, "Location") is None
+
+
+def test_not_enough_free_space_is_304_with_reason_recorded(fleet: World) -> None:
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0", free_space=100)))
+    assert response["statusCode"] == 304
+    device = fleet.devices.get(ESP8266)
+    assert device is not None and device.last_reason == "no-space"
+
+
+def test_flash_larger_than_chip_is_304(fleet: World) -> None:
+    headers = esp8266_headers(ESP8266, version="1.0.0", chip_size=1024 * 1024)
+    response = call(http_api_event("/update", headers))
+    assert response["statusCode"] == 304
+    assert header(response, "X-Otafleet-Reason") == "flash-too-small"
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason_part"),
+    [
+        ({"User-Agent": "curl/8.0"}, "only ESP8266/ESP32"),
+        ({"User-Agent": "ESP8266-http-Update"}, "sta-mac"),
+        (esp8266_headers("not-a-mac"), "not a MAC"),
+        (esp8266_headers(ESP8266, free_space="-5"), "free-space"),
+        (esp8266_headers(ESP8266, free_space="lots"), "free-space"),
+        (esp8266_headers(ESP8266, md5="xyz"), "sketch-md5"),
+        (esp8266_headers(ESP8266, mode="firmware"), "mode"),
+        (esp32_headers(ESP32, free_space="1e6"), "free-space"),
+    ],
+)
+def test_malformed_requests_get_403_with_reason(fleet: World, headers: dict[str, str], reason_part: str) -> None:
+    response = call(http_api_event("/update", headers))
+    assert response["statusCode"] == 403
+    assert reason_part in body_bytes(response).decode()
+
+
+def test_unknown_device_is_404_and_remembered_unassigned(fleet: World) -> None:
+    mac = "02:00:00:00:00:99"
+    response = call(http_api_event("/update", esp8266_headers(mac.lower().replace(":", "-"))))
+    assert response["statusCode"] == 404
+    assert f"no firmware assigned to {mac}" in body_bytes(response).decode()
+    seen = fleet.devices.get(mac)
+    assert seen is not None and not seen.assigned and seen.reported.source_ip == "203.0.113.7"
+
+
+def test_blocked_device_is_403(fleet: World) -> None:
+    fleet.device(ESP8266, "door", blocked=True)
+    response = call(http_api_event("/update", esp8266_headers(ESP8266)))
+    assert response["statusCode"] == 403
+
+
+def test_enrollment_through_product_path(fleet: World) -> None:
+    fleet.product("door", "esp8266", delivery=Delivery.INLINE, enroll=True)
+    mac = "02:00:00:00:00:42"
+    response = call(http_api_event("/update/door", esp8266_headers(mac, version="1.0.0")))
+    assert response["statusCode"] == 200
+    device = fleet.devices.get(mac)
+    assert device is not None and device.assigned and device.product == "door" and device.channel == "stable"
+
+
+def test_product_path_without_enrollment_is_404(fleet: World) -> None:
+    response = call(http_api_event("/update/door", esp8266_headers("02:00:00:00:00:43")))
+    assert response["statusCode"] == 404
+
+
+def test_version_probe_answers_headers_only(fleet: World) -> None:
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0", mode="version")))
+    assert response["statusCode"] == 200
+    assert body_bytes(response) == b""
+    assert header(response, "x-version") == "1.1.0"
+    assert header(response, "x-MD5") == hashlib.md5(image_of(fleet, "door", "1.1.0")).hexdigest()
+    device = fleet.devices.get(ESP8266)
+    assert device is not None and device.offer is None
+
+
+# --- ESP32 dialect --------------------------------------------------------------------------------
+
+
+def test_esp32_redirect_by_product_default(fleet: World) -> None:
+    response = call(http_api_event("/update", esp32_headers(ESP32, version="1.9.0")))
+    assert response["statusCode"] == 302
+    assert "/firmware/cam/2.0.0.bin" in (header(response, "Location") or "")
+
+
+def test_esp32_sha256_upper_case_matches_appended_hash(fleet: World) -> None:
+    response = call(http_api_event("/update", esp32_headers(ESP32, sha256=hashlib.sha256(b"x").hexdigest())))
+    assert response["statusCode"] == 304
+
+
+def test_esp32_device_never_gets_esp8266_image(fleet: World) -> None:
+    fleet.device(ESP32, "door")
+    response = call(http_api_event("/update", esp32_headers(ESP32, version="0.1")))
+    assert response["statusCode"] == 304
+    assert header(response, "X-Otafleet-Reason") == "wrong-platform"
+
+
+def test_filesystem_mode_targets_fs_release(fleet: World) -> None:
+    fs = b"\x00" * 8192
+    fleet.release("door", "fs-1", fs, kind=Kind.FS, chip=None)
+    fleet.channel("door", app="1.1.0", fs="fs-1")
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.1.0", mode="spiffs")))
+    assert response["statusCode"] == 200
+    assert body_bytes(response) == fs
+
+
+def test_no_fs_release_is_304(fleet: World) -> None:
+    response = call(http_api_event("/update", esp32_headers(ESP32, mode="littlefs")))
+    assert response["statusCode"] == 304
+
+
+def test_inline_too_large_for_lambda_is_a_clear_304(fleet: World) -> None:
+    big = fleet.settings.max_inline_bytes + 1
+    fleet.release("door", "9.0.0", fake_image("big", big))
+    fleet.channel("door", app="9.0.0")
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0", free_space=big * 2)))
+    assert response["statusCode"] == 304
+    assert header(response, "X-Otafleet-Reason") == "too-large-for-inline"
+
+
+def test_every_check_is_recorded(fleet: World) -> None:
+    call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0", free_space=777_777)))
+    call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0", free_space=777_777)))
+    device = fleet.devices.get(ESP8266)
+    assert device is not None
+    assert device.checks == 2
+    assert device.reported.free_space == 777_777
+    assert device.reported.version == "1.0.0"
+    assert device.offer is not None and device.offer.version == "1.1.0" and device.offer.count == 2
+
+
+# --- the simple updater ---------------------------------------------------------------------------
+
+
+def test_simple_updater_serves_channel_release(fleet: World) -> None:
+    response = call(http_api_event("/firmware/door/stable", {"User-Agent": "curl/8.0"}))
+    assert response["statusCode"] == 200
+    assert body_bytes(response) == image_of(fleet, "door", "1.1.0")
+
+
+def test_simple_updater_404_without_release(fleet: World) -> None:
+    response = call(http_api_event("/firmware/door/beta", {"User-Agent": "curl/8.0"}))
+    assert response["statusCode"] == 404
+
+
+# --- events/ ----------------------------------------------------------------------------------------
+
+
+def test_sample_events_get_deliberate_answers(fleet: World) -> None:
+    answers = {}
+    for path in sorted(EVENTS.glob("update_*.json")) + sorted(EVENTS.glob("firmware_*.json")):
+        answers[path.name] = call(json.loads(path.read_text()))["statusCode"]
+    assert answers, "events/ has no sample events"
+    assert answers.get("update_not_esp.json", 403) == 403
+    assert answers.get("update_unknown_device.json", 404) == 404
+    assert all(status in (200, 302, 304, 401, 403, 404) for status in answers.values()), answers
