@@ -56,6 +56,8 @@ class CheckRequest:
     source_ip: str | None = None
     product: str | None = None
     delivery: Delivery | None = None
+    # Set only by `otafleet explain`'s dry run, which has no device credentials to present.
+    dry_run: bool = False
 
     @property
     def kind(self) -> Kind:

@@ -14,7 +14,7 @@ from otafleet import delivery
 from otafleet.config import Settings
 from otafleet.decision import Decision, Outcome, Policy, decide
 from otafleet.delivery import Answer
-from otafleet.models import Catalog, Delivery, Kind, Track, TrackState
+from otafleet.models import Catalog, Delivery, Kind, Track, TrackState, dialect_of
 from otafleet.observability import count, logger
 from otafleet.protocol import CheckRequest, ProtocolError, parse_check
 from otafleet.storage.blobs import BlobStore
@@ -101,6 +101,34 @@ class UpdateService:
         name = device.product if device is not None and device.assigned else req.product
         catalog = self.catalog.load(name, fresh=fresh) if name else None
         return decide(req, device, catalog, now=self.clock(), policy=self.policy())
+
+    def explain(self, mac: str, *, mode: str = "sketch") -> Decision | None:
+        """Dry run: what `mac` would get at its next check if it reported what it last reported.
+        Runs the real decision on fresh data and writes nothing. None for a device never seen."""
+        device = self.devices.get(mac)
+        if device is None:
+            return None
+        last = device.reported
+        platform = None
+        if device.product:
+            catalog = self.catalog.load(device.product, fresh=True)
+            platform = catalog.product.platform if catalog else None
+        req = CheckRequest(
+            dialect=dialect_of(device.chip or platform or "esp8266"),
+            mac=mac,
+            mode=mode,
+            free_space=last.free_space,
+            sketch_size=last.sketch_size,
+            chip_size=last.chip_size,
+            sdk_version=last.sdk_version,
+            sketch_md5=last.sketch_md5,
+            sketch_sha256=last.sketch_sha256,
+            version=last.version,
+            source_ip=last.source_ip,
+            product=device.product,
+            dry_run=True,
+        )
+        return self.decide(req, fresh=True)
 
     def _record(self, req: CheckRequest, decision: Decision) -> None:
         event = self._rollout_event(decision)
