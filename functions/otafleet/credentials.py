@@ -2,8 +2,8 @@
 
 Secrets are 32 random bytes issued by the service, so a single SHA-256 is enough to store them (slow
 password hashes protect low-entropy human passwords, which these are not). Comparison is constant-time.
-The Basic auth user name must be the device's MAC (any case or separator) so one device's secret never
-opens another's record.
+The Basic auth user name must be the device's MAC (any case or separator; `5CCF7F000001` keeps to RFC 7617,
+which bars colons in user names) so one device's secret never opens another's record.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def verify(authorization: str | None, mac: str, secret_hash: str | None) -> bool
     if scheme.lower() != "basic":
         return False
     try:
-        user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+        # Split at the last colon: a MAC written with colons is a common user name, and issued
+        # secrets (URL-safe base64) never contain one.
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode().rpartition(":")
     except (binascii.Error, UnicodeDecodeError):
         return False
     if not sep or normalise_mac(user) != mac:

@@ -35,7 +35,7 @@ _CfnLoader.add_multi_constructor("!", _tag)
 @lru_cache(maxsize=4)
 def load(path: Path = TEMPLATE) -> dict[str, Any]:
     with path.open() as fh:
-        data: dict[str, Any] = yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+        data: dict[str, Any] = yaml.load(fh, Loader=_CfnLoader)
     return data
 
 

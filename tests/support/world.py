@@ -76,8 +76,9 @@ class World:
         self.catalog.add_release(release)
         return release
 
-    def channel(self, product: str, name: str = "stable", *, app: str | None = None, fs: str | None = None,
-                **track: object) -> Channel:
+    def channel(
+        self, product: str, name: str = "stable", *, app: str | None = None, fs: str | None = None, **track: object
+    ) -> Channel:
         tracks = {}
         if app:
             tracks[Kind.APP] = Track(version=app, **track)  # type: ignore[arg-type]
