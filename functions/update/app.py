@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+
 from otafleet.config import settings
 from otafleet.delivery import Answer
 from otafleet.observability import handler_wrapper, logger

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
 from otafleet.models import Delivery, Kind
 from support.devices import esp32_headers, esp8266_core_2_0_headers, esp8266_headers, http_api_event
 from support.world import World, fake_image

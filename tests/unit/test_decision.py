@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+
 from otafleet import credentials
 from otafleet.decision import Outcome, Policy, decide, failed_key
 from otafleet.models import (

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from otafleet.models import Delivery, Dialect, Kind
 from otafleet.protocol import ProtocolError, normalise_mac, parse_check
 from support.devices import esp32_headers, esp8266_core_2_0_headers, esp8266_headers

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from otafleet.config import Settings
 from otafleet.models import Release
 from otafleet.storage import clients
 from otafleet.storage.errors import StorageUnavailable, translated
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded object read once: its bytes, their digests, and what S3 says about it."""
+
+    data: bytearray
+    md5: str
+    sha256: str
+    version_id: str | None
+    metadata: dict[str, str]
+
+
+class TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 class BlobStore:
@@ -46,3 +66,31 @@ class BlobStore:
         if len(body) != release.size or hashlib.md5(body).hexdigest() != release.md5:
             raise StorageUnavailable(f"object behind {release.product} {release.version} does not match its release")
         return bytes(body)
+
+    def read_upload(self, key: str, version_id: str | None, limit: int) -> Upload:
+        """Stream an object into one buffer, hashing as it arrives: the only full copy in memory is the
+        buffer the parser then reads through a memoryview. Raises TooLarge before reading past `limit`."""
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        md5, sha256 = hashlib.md5(), hashlib.sha256()
+        with translated():
+            response = self.client.get_object(**params)
+            size = int(response.get("ContentLength", 0))
+            if size > limit:
+                response["Body"].close()
+                raise TooLarge(size)
+            data = bytearray()
+            for chunk in response["Body"].iter_chunks(CHUNK):
+                data += chunk
+                md5.update(chunk)
+                sha256.update(chunk)
+                if len(data) > limit:
+                    raise TooLarge(len(data))
+        return Upload(
+            data=data,
+            md5=md5.hexdigest(),
+            sha256=sha256.hexdigest(),
+            version_id=response.get("VersionId") or version_id,
+            metadata={k.lower(): v for k, v in (response.get("Metadata") or {}).items()},
+        )

@@ -23,6 +23,7 @@ from otafleet.storage.items import (
     product_from_item,
     product_pk,
     product_to_item,
+    rejection_sk,
     release_from_item,
     release_sk,
     release_to_item,
@@ -141,6 +142,29 @@ class CatalogStore:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         self.invalidate(release.product)
+
+    def add_rejection(self, release: Release) -> None:
+        """Record a rejected upload beside (never over) the product's releases, keyed by its bytes,
+        so that a rejected second upload of a version leaves the registered release untouched."""
+        item = release_to_item(release)
+        item["sk"] = rejection_sk(release.kind, release.version, release.sha256)
+        item["type"] = "rejection"
+        with translated():
+            self.client.put_item(TableName=self.table, Item=to_item(item))
+
+    def upload_status(self, product: str, kind: Kind, version: str, sha256: str) -> Release | None:
+        """What became of an upload with these bytes: its release, its rejection, or None (not yet)."""
+        release = self.get_release(product, kind, version)
+        if release is not None and release.sha256 == sha256:
+            return release
+        with translated():
+            out = self.client.get_item(
+                TableName=self.table,
+                Key={"pk": {"S": product_pk(product)}, "sk": {"S": rejection_sk(kind, version, sha256)}},
+                ConsistentRead=True,
+            )
+        item = out.get("Item")
+        return release_from_item(from_item(item)) if item else None
 
     def get_release(self, product: str, kind: Kind, version: str) -> Release | None:
         with translated():

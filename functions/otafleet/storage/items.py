@@ -40,6 +40,10 @@ def release_sk(kind: Kind, version: str) -> str:
     return f"R#{kind.value}#{version}"
 
 
+def rejection_sk(kind: Kind, version: str, sha256: str) -> str:
+    return f"X#{kind.value}#{version}#{sha256}"
+
+
 def counter_name(event: str, kind: Kind, version: str) -> str:
     """Top-level attribute on a channel item counting rollout successes/failures of one release
     (top level because DynamoDB's atomic ADD does not reach into maps)."""
