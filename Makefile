@@ -10,6 +10,7 @@ UV := $(TOOLS)/uv/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 SAM := $(TOOLS)/bin/sam
+SAM_STAMP := $(TOOLS)/sam-$(SAM_VERSION).installed
 
 # Never talk to AWS from here: SAM CLI telemetry off, fake credentials for anything local.
 export SAM_CLI_TELEMETRY := 0
@@ -33,8 +34,9 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 setup: $(VENV)/.synced
 
-$(SAM): | $(UV)
-	$(UV) tool install --quiet --python $(PYTHON) aws-sam-cli==$(SAM_VERSION)
+$(SAM_STAMP): | $(UV)
+	$(UV) tool install --force --quiet --python $(PYTHON) aws-sam-cli==$(SAM_VERSION)
+	@touch $@
 
 run: setup
 	$(VENV)/bin/otafleet-local $(ARGS)
@@ -44,15 +46,15 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy functions cli local tests bench scripts
+	$(VENV)/bin/mypy functions cli local tests scripts $(wildcard bench/*.py)
 
 pytest: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-template-check: setup $(SAM)
+template-check: setup $(SAM_STAMP)
 	$(PY) scripts/template_check.py --sam $(SAM)
 
-sam-build: setup $(SAM)
+sam-build: setup $(SAM_STAMP)
 	bash scripts/sam_build_smoke.sh $(SAM)
 
 test: lint typecheck pytest template-check sam-build
@@ -62,4 +64,4 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .aws-sam build .pytest_cache .mypy_cache .ruff_cache

@@ -52,6 +52,13 @@ def handler_wrapper(func: Any) -> Any:
     """Flush metrics after every invocation; add the tracer only when tracing is on."""
     wrapped = metrics().log_metrics(func)
     if tracing_enabled():
+        try:
+            import aws_xray_sdk  # noqa: F401
+        except ImportError:
+            # Lambda's own active tracing still records the invocation; the SDK adds subsegments for
+            # AWS calls. It is not packaged by default (it brings its own botocore, 30+ MB).
+            logger().warning("tracing on but aws-xray-sdk is not packaged; add it to functions/requirements.txt")
+            return wrapped
         from aws_lambda_powertools import Tracer
 
         wrapped = Tracer(service=SERVICE).capture_lambda_handler(wrapped)

@@ -1,0 +1,378 @@
+"""The SAM template, checked on its offline translation to plain CloudFormation.
+
+Translating with samtranslator (as CloudFormation's transform does) is what makes the generated
+resources visible: roles, permissions, the bucket's notification configuration, and with them the
+bucket -> trigger -> function -> bucket cycle that CloudFormation rejects at deploy time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts import template_check  # noqa: E402
+
+TEMPLATE = ROOT / "template.yaml"
+
+BUCKET_ID = {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
+BUCKET_NAME = {"Fn::Sub": ["otafleet-fw-${Id}", {"Id": BUCKET_ID}]}
+
+
+def object_arn(prefix: str) -> dict[str, Any]:
+    return {"Fn::Sub": [f"arn:${{AWS::Partition}}:s3:::otafleet-fw-${{Id}}/{prefix}/*", {"Id": BUCKET_ID}]}
+
+
+def table_arn(logical_id: str) -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+TABLE_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:Query",
+    "dynamodb:ConditionCheckItem",
+}
+MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    # SAM adds it whenever Tracing is set; with EnableTracing=false the mode is PassThrough.
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Everything here is offline: any attempt to open a connection fails the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    yield
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return template_check.load_template(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def cfn() -> dict[str, Any]:
+    return template_check.translate(TEMPLATE)
+
+
+def resources(cfn: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in cfn["Resources"].items() if v["Type"] == type_}
+
+
+def grants(role: dict[str, Any]) -> set[tuple[str, str]]:
+    """(action, resource as JSON) for every Allow in the role's inline policies."""
+    out: set[tuple[str, str]] = set()
+    for policy in role["Properties"].get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow"
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            res = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for action in actions:
+                for resource in res:
+                    out.add((action, json.dumps(resource, sort_keys=True)))
+    return out
+
+
+def expected(actions: set[str], resource_list: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(a, json.dumps(r, sort_keys=True)) for a in actions for r in resource_list}
+
+
+def mentions(value: Any, logical_id: str) -> bool:
+    """Does `value` refer to `logical_id` through Ref, GetAtt or a ${...} in Sub?"""
+    if isinstance(value, dict):
+        if value.get("Ref") == logical_id:
+            return True
+        getatt = value.get("Fn::GetAtt")
+        if isinstance(getatt, list) and getatt and getatt[0] == logical_id:
+            return True
+        sub = value.get("Fn::Sub")
+        text = sub[0] if isinstance(sub, list) else sub
+        if isinstance(text, str) and ("${" + logical_id + "}" in text or "${" + logical_id + "." in text):
+            return True
+        return any(mentions(v, logical_id) for v in value.values())
+    if isinstance(value, list):
+        return any(mentions(v, logical_id) for v in value)
+    return False
+
+
+# ------------------------------------------------------------------ whole template
+
+
+def test_translated_template_has_no_lint_findings(cfn: dict[str, Any]) -> None:
+    findings = template_check.lint_translated(cfn)
+    assert not [f for f in findings if f.rule == "E3004"], findings
+    assert findings == []
+
+
+def test_functions_never_refer_to_the_bucket_resource(cfn: dict[str, Any]) -> None:
+    for logical_id in ("UpdateFunction", "PublishFunction", "UpdateFunctionRole", "PublishFunctionRole"):
+        assert not mentions(cfn["Resources"][logical_id], "FirmwareBucket"), logical_id
+
+
+# ------------------------------------------------------------------ functions and their roles
+
+
+def test_update_function_role_is_least_privilege(cfn: dict[str, Any]) -> None:
+    role = cfn["Resources"]["UpdateFunctionRole"]
+    assert grants(role) == expected(TABLE_ACTIONS, [table_arn("DevicesTable"), table_arn("CatalogTable")]) | expected(
+        {"s3:GetObject", "s3:GetObjectVersion"}, [object_arn("firmware"), object_arn("filesystem")]
+    )
+    assert set(role["Properties"]["ManagedPolicyArns"]) == MANAGED_POLICIES
+
+
+def test_publish_function_role_is_least_privilege(cfn: dict[str, Any]) -> None:
+    role = cfn["Resources"]["PublishFunctionRole"]
+    assert grants(role) == expected(TABLE_ACTIONS, [table_arn("CatalogTable")]) | expected(
+        {"s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging"},
+        [object_arn("firmware"), object_arn("filesystem")],
+    )
+    assert set(role["Properties"]["ManagedPolicyArns"]) == MANAGED_POLICIES
+
+
+def test_no_role_grants_wildcards_or_deletes(cfn: dict[str, Any]) -> None:
+    roles = resources(cfn, "AWS::IAM::Role")
+    assert set(roles) == {"UpdateFunctionRole", "PublishFunctionRole"}
+    for name, role in roles.items():
+        for action, resource in grants(role):
+            assert resource != '"*"', (name, action)
+            assert "*" not in action, (name, action)
+            assert "Delete" not in action, (name, action)
+
+
+def test_function_configuration(cfn: dict[str, Any]) -> None:
+    update = cfn["Resources"]["UpdateFunction"]["Properties"]
+    publish = cfn["Resources"]["PublishFunction"]["Properties"]
+    for props in (update, publish):
+        assert props["Runtime"] == "python3.13"
+        assert props["Architectures"] == ["arm64"]
+        assert props["TracingConfig"] == {"Mode": {"Fn::If": ["TracingEnabled", "Active", "PassThrough"]}}
+        env = props["Environment"]["Variables"]
+        assert env["FIRMWARE_BUCKET"] == BUCKET_NAME
+        assert env["DEVICES_TABLE"] == {"Ref": "DevicesTable"}
+        assert env["CATALOG_TABLE"] == {"Ref": "CatalogTable"}
+        assert env["PRESIGN_EXPIRY_SECONDS"] == {"Ref": "PresignExpirySeconds"}
+        assert env["CATALOG_CACHE_SECONDS"] == {"Ref": "CatalogCacheSeconds"}
+        assert env["FAILURE_OFFER_LIMIT"] == {"Ref": "FailureOfferLimit"}
+        assert env["POWERTOOLS_SERVICE_NAME"] == "otafleet"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "otafleet"
+        assert env["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+        assert env["POWERTOOLS_TRACE_DISABLED"] == {"Fn::If": ["TracingEnabled", "false", "true"]}
+    assert update["Handler"] == "update/app.handler"
+    assert (update["MemorySize"], update["Timeout"]) == (512, 10)
+    assert publish["Handler"] == "publish/app.handler"
+    assert (publish["MemorySize"], publish["Timeout"]) == (1024, 60)
+
+
+def test_code_uri_is_the_shared_functions_folder(sam: dict[str, Any]) -> None:
+    for name in ("UpdateFunction", "PublishFunction"):
+        assert sam["Resources"][name]["Properties"]["CodeUri"] == "functions/"
+
+
+def test_http_api_routes_and_throttling(cfn: dict[str, Any]) -> None:
+    api = cfn["Resources"]["HttpApi"]["Properties"]["Body"]
+    assert set(api["paths"]) == {"/update", "/update/{product}", "/firmware/{product}/{channel}"}
+    for path, item in api["paths"].items():
+        assert set(item) == {"get"}, path
+        uri = item["get"]["x-amazon-apigateway-integration"]["uri"]
+        assert "UpdateFunction.Arn" in json.dumps(uri), path
+    stage = cfn["Resources"]["HttpApiApiGatewayDefaultStage"]["Properties"]
+    assert stage["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+    }
+
+
+def test_log_groups_have_retention(cfn: dict[str, Any]) -> None:
+    groups = resources(cfn, "AWS::Logs::LogGroup")
+    assert groups["UpdateFunctionLogGroup"]["Properties"]["LogGroupName"] == {
+        "Fn::Sub": "/aws/lambda/${UpdateFunction}"
+    }
+    assert groups["PublishFunctionLogGroup"]["Properties"]["LogGroupName"] == {
+        "Fn::Sub": "/aws/lambda/${PublishFunction}"
+    }
+    for group in groups.values():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+# ------------------------------------------------------------------ bucket
+
+
+def test_bucket_is_private_versioned_encrypted(cfn: dict[str, Any]) -> None:
+    bucket = cfn["Resources"]["FirmwareBucket"]
+    props = bucket["Properties"]
+    assert props["BucketName"] == BUCKET_NAME
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    [rule] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    noncurrent = [r for r in props["LifecycleConfiguration"]["Rules"] if "NoncurrentVersionExpiration" in r]
+    assert noncurrent and noncurrent[0]["Status"] == "Enabled"
+    assert bucket["DeletionPolicy"] == "Retain"
+
+
+def test_bucket_policy_denies_plain_http(cfn: dict[str, Any]) -> None:
+    [policy] = resources(cfn, "AWS::S3::BucketPolicy").values()
+    assert policy["Properties"]["Bucket"] == {"Ref": "FirmwareBucket"}
+    [deny] = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Principal"] == "*"
+    assert deny["Action"] == "s3:*"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [
+        {"Fn::GetAtt": ["FirmwareBucket", "Arn"]},
+        {"Fn::Sub": "${FirmwareBucket.Arn}/*"},
+    ]
+
+
+def test_uploads_trigger_the_publish_function(cfn: dict[str, Any]) -> None:
+    configs = cfn["Resources"]["FirmwareBucket"]["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+    seen = set()
+    for config in configs:
+        assert config["Function"] == {"Fn::GetAtt": ["PublishFunction", "Arn"]}
+        assert config["Event"] == "s3:ObjectCreated:*"
+        rules = {r["Name"]: r["Value"] for r in config["Filter"]["S3Key"]["Rules"]}
+        assert rules["suffix"] == ".bin"
+        seen.add(rules["prefix"])
+    assert seen == {"firmware/", "filesystem/"}
+    permissions = resources(cfn, "AWS::Lambda::Permission")
+    s3_permissions = [p for p in permissions.values() if p["Properties"]["Principal"] == "s3.amazonaws.com"]
+    assert len(s3_permissions) == 2
+    assert all(p["Properties"]["FunctionName"] == {"Ref": "PublishFunction"} for p in s3_permissions)
+
+
+# ------------------------------------------------------------------ tables
+
+
+def test_tables_are_protected(cfn: dict[str, Any]) -> None:
+    tables = resources(cfn, "AWS::DynamoDB::Table")
+    assert set(tables) == {"DevicesTable", "CatalogTable"}
+    for name, table in tables.items():
+        props = table["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST", name
+        assert props["SSESpecification"] == {"SSEEnabled": True}, name
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}, name
+        assert table["DeletionPolicy"] == "Retain", name
+        assert table["UpdateReplacePolicy"] == "Retain", name
+
+
+def test_table_keys(cfn: dict[str, Any]) -> None:
+    devices = cfn["Resources"]["DevicesTable"]["Properties"]
+    assert devices["KeySchema"] == [{"AttributeName": "mac", "KeyType": "HASH"}]
+    [gsi] = devices["GlobalSecondaryIndexes"]
+    assert gsi["IndexName"] == "by-product"
+    assert gsi["KeySchema"] == [
+        {"AttributeName": "product", "KeyType": "HASH"},
+        {"AttributeName": "mac", "KeyType": "RANGE"},
+    ]
+    assert gsi["Projection"] == {"ProjectionType": "ALL"}
+    catalog = cfn["Resources"]["CatalogTable"]["Properties"]
+    assert catalog["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+
+
+# ------------------------------------------------------------------ parameters and outputs
+
+
+def test_outputs_are_the_cli_contract(cfn: dict[str, Any]) -> None:
+    outputs = cfn["Outputs"]
+    assert set(outputs) == {
+        "ApiUrl",
+        "FirmwareBucketName",
+        "DevicesTableName",
+        "CatalogTableName",
+        "Region",
+        "UpdateFunctionName",
+        "PublishFunctionName",
+    }
+    assert outputs["ApiUrl"]["Value"] == {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"}
+    assert outputs["FirmwareBucketName"]["Value"] == {"Ref": "FirmwareBucket"}
+    assert outputs["Region"]["Value"] == {"Ref": "AWS::Region"}
+
+
+def test_parameter_defaults(cfn: dict[str, Any]) -> None:
+    defaults = {name: p.get("Default") for name, p in cfn["Parameters"].items()}
+    assert defaults == {
+        "PresignExpirySeconds": 300,
+        "CatalogCacheSeconds": 30,
+        "FailureOfferLimit": 3,
+        "LogLevel": "INFO",
+        "EnableTracing": "false",
+        "ApiThrottlingRateLimit": 100,
+        "ApiThrottlingBurstLimit": 200,
+        "LogRetentionDays": 30,
+    }
+
+
+# ------------------------------------------------------------------ the checker catches the cycle
+
+
+def _publish_env(sam: dict[str, Any]) -> dict[str, Any]:
+    props = sam["Resources"]["PublishFunction"]["Properties"]
+    variables: dict[str, Any] = props.setdefault("Environment", {}).setdefault("Variables", {})
+    return variables
+
+
+def test_checker_reports_the_bucket_trigger_cycle(sam: dict[str, Any]) -> None:
+    broken = copy.deepcopy(sam)
+    _publish_env(broken)["FIRMWARE_BUCKET"] = {"Ref": "FirmwareBucket"}
+    findings = template_check.lint_translated(template_check.translate_document(broken))
+    cycle = [f for f in findings if f.rule == "E3004"]
+    assert cycle, findings
+    assert any("FirmwareBucket" in f.message for f in cycle)
+
+
+def test_checker_reports_a_cycle_through_the_policy(sam: dict[str, Any]) -> None:
+    broken = copy.deepcopy(sam)
+    statements = broken["Resources"]["PublishFunction"]["Properties"]["Policies"][0]["Statement"]
+    statements[-1]["Resource"] = [{"Fn::Sub": "${FirmwareBucket.Arn}/firmware/*"}]
+    findings = template_check.lint_translated(template_check.translate_document(broken))
+    assert [f for f in findings if f.rule == "E3004"], findings
+
+
+def test_main_fails_on_the_cycle(sam: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = copy.deepcopy(sam)
+    _publish_env(broken)["FIRMWARE_BUCKET"] = {"Ref": "FirmwareBucket"}
+    path = tmp_path / "template.yaml"
+    path.write_text(yaml.safe_dump(broken, sort_keys=False), encoding="utf-8")
+    output = tmp_path / "translated.json"
+
+    assert template_check.main(["--template", str(path), "--output", str(output)]) == 1
+
+    err = capsys.readouterr().err
+    assert "E3004" in err
+    assert "circular dependency" in err
+    assert json.loads(output.read_text())["Resources"]["FirmwareBucket"]
+
+
+def test_main_passes_on_the_real_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "translated.json"
+    assert template_check.main(["--template", str(TEMPLATE), "--output", str(output)]) == 0
+    assert "template check: ok" in capsys.readouterr().out
