@@ -6,6 +6,7 @@ dimensions only (never a MAC). The X-Ray SDK is imported only when tracing is sw
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -52,9 +53,7 @@ def handler_wrapper(func: Any) -> Any:
     """Flush metrics after every invocation; add the tracer only when tracing is on."""
     wrapped = metrics().log_metrics(func)
     if tracing_enabled():
-        try:
-            import aws_xray_sdk  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("aws_xray_sdk") is None:
             # Lambda's own active tracing still records the invocation; the SDK adds subsegments for
             # AWS calls. It is not packaged by default (it brings its own botocore, 30+ MB).
             logger().warning("tracing on but aws-xray-sdk is not packaged; add it to functions/requirements.txt")
