@@ -397,8 +397,8 @@ def _parse_any(view: memoryview) -> ImageInfo:
         return _parse_esp8266(view)
     if size < ESP32_HEADER_SIZE:
         raise ImageError(
-            f"the file is only {size} bytes: too short for an image header "
-            f"(ESP8266 needs at least 16 bytes, the ESP32 family 24) ending at 0x{size:x}",
+            f"the file is only {size} bytes (it ends at 0x{size:x}): too short for an image header, which "
+            "takes 24 bytes on the ESP32 family and 16 on the ESP8266",
             size,
             "truncated",
         )
@@ -448,9 +448,7 @@ def _wrong_magic(view: memoryview) -> ImageError:
             "uf2",
         )
     if head.startswith(b"PK\x03\x04"):
-        return ImageError(
-            "this is a zip archive; extract the application .bin and upload that", 0, "archive"
-        )
+        return ImageError("this is a zip archive; extract the application .bin and upload that", 0, "archive")
     if first == ESP8266_V2_MAGIC:
         return ImageError(
             "this is an ESP8266 'v2' image (magic 0xEA, for the NONOS SDK's boot_v1.x / rboot bootloaders); "
@@ -528,9 +526,7 @@ def _read_image(view: memoryview, start: int, header_size: int, what: str) -> _R
     checksum is computed, not compared, so callers can explain a mismatch first)."""
     size = len(view)
     if start + header_size > size:
-        raise ImageError(
-            f"{what} header at 0x{start:x} is cut off: the file ends at 0x{size:x}", start, "truncated"
-        )
+        raise ImageError(f"{what} header at 0x{start:x} is cut off: the file ends at 0x{size:x}", start, "truncated")
     _, count, mode, size_freq, entry = struct.unpack_from("<BBBBI", view, start)
     if count == 0:
         raise ImageError(
@@ -569,14 +565,11 @@ def _read_image(view: memoryview, start: int, header_size: int, what: str) -> _R
     checksum_offset = position + (15 - relative % 16)
     if checksum_offset >= size:
         raise ImageError(
-            f"{what} is truncated: its checksum byte belongs at 0x{checksum_offset:x} but the file ends at "
-            f"0x{size:x}",
+            f"{what} is truncated: its checksum byte belongs at 0x{checksum_offset:x} but the file ends at 0x{size:x}",
             checksum_offset,
             "truncated",
         )
-    calculated = _xor_bytes(
-        (view[s.data_offset : s.data_offset + s.length] for s in segments), CHECKSUM_SEED
-    )
+    calculated = _xor_bytes((view[s.data_offset : s.data_offset + s.length] for s in segments), CHECKSUM_SEED)
     return _RawImage(
         start=start,
         segment_count=count,
@@ -620,20 +613,30 @@ def _parse_esp8266(view: memoryview) -> ImageInfo:
     if not arduino:
         if first.stored_checksum != first.calculated_checksum:
             raise _checksum_error(first, "image")
-        program, bootloader, crc = first, (), None
+        if size == ARDUINO_SKETCH_OFFSET and first.end < size:
+            raise ImageError(
+                "the file ends at 0x1000, right after the eboot bootloader and its padding: the sketch image "
+                "that belongs at 0x1000 is missing",
+                ARDUINO_SKETCH_OFFSET,
+                "truncated",
+            )
+        program, crc = first, None
+        bootloader: tuple[Segment, ...] = ()
     else:
         # The ROM verifies eboot's checksum at every boot, so it must be exact.
         if first.stored_checksum != first.calculated_checksum:
             raise _checksum_error(first, "eboot bootloader image")
         program = _read_image(view, ARDUINO_SKETCH_OFFSET, ESP8266_HEADER_SIZE, "sketch image")
         bootloader = first.segments
+        # elf2bin computes the checksum with zeros in the CRC words and patches them in afterwards, so a
+        # build with a CRC has a checksum that only matches with those words zeroed.
+        raw_ok = program.stored_checksum == program.calculated_checksum
+        placeholder_xor = _xor_bytes([view[ARDUINO_CRC_OFFSET : ARDUINO_CRC_OFFSET + 8]])
+        if not raw_ok and program.stored_checksum != program.calculated_checksum ^ placeholder_xor:
+            raise _checksum_error(program, "sketch image")
         crc = _arduino_crc(view, program)
-        if program.stored_checksum != program.calculated_checksum:
-            # elf2bin computes the checksum with zeros in the CRC words and patches them in afterwards,
-            # so a build with a CRC has a checksum that only matches with those words zeroed.
-            placeholder_xor = _xor_bytes([view[ARDUINO_CRC_OFFSET : ARDUINO_CRC_OFFSET + 8]])
-            if crc is None or program.stored_checksum != program.calculated_checksum ^ placeholder_xor:
-                raise _checksum_error(program, "sketch image")
+        if not raw_ok and crc is None:
+            raise _checksum_error(program, "sketch image")
     trailer = _esp8266_trailer(view, program.end)
     return ImageInfo(
         chip="esp8266",
@@ -663,9 +666,7 @@ def _arduino_crc(view: memoryview, sketch: _RawImage) -> int | None:
     length, stored = _u32(view, ARDUINO_CRC_OFFSET), _u32(view, ARDUINO_CRC_OFFSET + 4)
     if length != sketch.end:
         return None  # not the length of this image: these words are not a build CRC
-    computed = crc32_msb_first(
-        [view[:ARDUINO_CRC_OFFSET], b"\0" * 8, view[ARDUINO_CRC_OFFSET + 8 : sketch.end]]
-    )
+    computed = crc32_msb_first([view[:ARDUINO_CRC_OFFSET], b"\0" * 8, view[ARDUINO_CRC_OFFSET + 8 : sketch.end]])
     if computed != stored:
         raise ImageError(
             f"the build CRC at 0x{ARDUINO_CRC_OFFSET + 4:x} is 0x{stored:08x} but the file gives "
@@ -709,7 +710,7 @@ def _padding_or_error(view: memoryview, end: int) -> _Trailer:
             end,
             "trailing-data",
         )
-    if tail[:2] == PARTITION_MAGIC:
+    if tail[:2].tobytes() == PARTITION_MAGIC:
         raise ImageError(
             f"a partition table follows the image at 0x{end:x}: this looks like a merged image; upload only "
             "the application image",
@@ -734,15 +735,13 @@ def _parse_gzip(view: memoryview) -> ImageInfo:
         ) from None
     if len(content) > MAX_DECOMPRESSED:
         raise ImageError(
-            f"the gzip stream inflates to more than {MAX_DECOMPRESSED // _MB} MiB, larger than any "
-            "ESP8266 flash",
+            f"the gzip stream inflates to more than {MAX_DECOMPRESSED // _MB} MiB, larger than any ESP8266 flash",
             0,
             "too-large",
         )
     if not inflater.eof:
         raise ImageError(
-            f"the gzip stream is truncated: the file ends at 0x{len(view):x} before the end of the "
-            "compressed data",
+            f"the gzip stream is truncated: the file ends at 0x{len(view):x} before the end of the compressed data",
             len(view),
             "truncated",
         )
@@ -886,7 +885,7 @@ def _app_descriptor(view: memoryview, image: _RawImage, spec: ChipSpec) -> AppDe
         )
     # Not an application. Say what it is: a merged image, a bootloader, or just broken.
     size = len(view)
-    if size >= PARTITION_TABLE_OFFSET + 32 and view[PARTITION_TABLE_OFFSET : PARTITION_TABLE_OFFSET + 2] == (
+    if size >= PARTITION_TABLE_OFFSET + 32 and view[PARTITION_TABLE_OFFSET : PARTITION_TABLE_OFFSET + 2].tobytes() == (
         PARTITION_MAGIC
     ):
         app_at = (
@@ -997,7 +996,7 @@ def inspect_filesystem(data: Buffer) -> dict[str, object]:
     facts: dict[str, object] = {"size": size}
     # LittleFS keeps its superblock in both of the first two blocks; the block size is 4 or 8 KiB.
     for offset in (0, 4096, 8192):
-        if size >= offset + 32 and view[offset + 8 : offset + 16] == b"littlefs":
+        if size >= offset + 32 and view[offset + 8 : offset + 16].tobytes() == b"littlefs":
             facts["filesystem"] = "littlefs"
             version, block_size, block_count = struct.unpack_from("<III", view, offset + 20)
             if 128 <= block_size <= 65536 and block_size & (block_size - 1) == 0:

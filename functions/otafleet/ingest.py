@@ -141,7 +141,7 @@ class Ingest:
                 existing = self.catalog.get_release(release.product, release.kind, release.version)
             else:
                 logger().info("release registered", extra=_summary(release))
-                count("ReleasesRegistered", kind=release.kind.value)
+                count("ReleasesRegistered")
                 return release
         assert existing is not None
         if existing.sha256 == release.sha256:
@@ -171,7 +171,7 @@ class Ingest:
         rejected = replace(release, state=ReleaseState.REJECTED, reason=reason)
         self.catalog.add_rejection(rejected)
         logger().warning("upload rejected", extra={**_summary(rejected), "reason": reason})
-        count("UploadsRejected", kind=release.kind.value)
+        count("UploadsRejected")
         return rejected
 
     def _promote(self, release: Release, channel: str, catalog: Catalog) -> None:

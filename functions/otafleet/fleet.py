@@ -1,0 +1,492 @@
+"""Operator operations on the fleet: products, channels and rollouts, devices and their credentials.
+
+Pure logic over the storage adapters (no boto3 here), so the `otafleet` CLI stays a thin layer of
+argument parsing and printing. Every user mistake raises `FleetError` with a message fit to print as is.
+
+Channel rules (product.md §1, §5; issue 5):
+- `set_channel` points a channel's track for one kind of image at a registered release. Below 100 % it
+  is a staged rollout: the new release for the devices whose rollout bucket (rollout.py) falls under the
+  percentage, `previous` for the rest. `previous` is the channel's last good release: the current version
+  when its rollout was complete and active, else the current track's own `previous` (a halted or partial
+  rollout is never what the rest of the fleet falls back to). Setting the same version again changes
+  only the percentage and thresholds: `previous`, the state and the counters stay.
+- `rollback` points the track at `previous` with `rollback=True`, so devices accept the older release
+  as a deliberate downgrade; the bad release is not kept as anyone's fallback.
+- `pause` / `resume` set the rollout state; `resume` also clears a halt (the service halts a rollout
+  by itself when its failure rate crosses `max_failure_rate` after `min_devices` outcomes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import cmp_to_key
+
+from otafleet import credentials, versions
+from otafleet.models import (
+    PLATFORMS,
+    Catalog,
+    Channel,
+    Delivery,
+    Device,
+    Kind,
+    Product,
+    Release,
+    ReleaseState,
+    Track,
+    TrackState,
+)
+from otafleet.protocol import normalise_mac
+from otafleet.storage.catalog import CatalogStore
+from otafleet.storage.devices import DeviceStore
+from otafleet.storage.errors import NotFound
+
+# Product and channel names end up in S3 keys and URL paths: keep them to one safe path segment.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class FleetError(Exception):
+    """A user mistake (unknown product, bad MAC, missing release, …); the message says what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TrackStatus:
+    """One channel's track for one kind of image, with its rollout counts."""
+
+    product: str
+    channel: str
+    kind: Kind
+    track: Track
+
+    @property
+    def outcomes(self) -> int:
+        return self.track.successes + self.track.failures
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.track.failures / self.outcomes if self.outcomes else None
+
+    @property
+    def over_threshold(self) -> bool:
+        rate = self.failure_rate
+        return rate is not None and self.outcomes >= self.track.min_devices and rate > self.track.max_failure_rate
+
+    @property
+    def staged(self) -> bool:
+        return self.track.percent < 100 or self.track.state is not TrackState.ACTIVE
+
+
+@dataclass(frozen=True)
+class VersionCount:
+    version: str | None  # None: the devices did not say which version they run
+    devices: int
+
+
+@dataclass(frozen=True)
+class ProductVersions:
+    product: str | None  # None: devices not assigned to any product
+    versions: tuple[VersionCount, ...]
+
+
+@dataclass(frozen=True)
+class FleetOverview:
+    devices: tuple[Device, ...]
+    distribution: tuple[ProductVersions, ...]
+    # Tracks of the listed products that are staged, paused or halted: what an operator must know.
+    rollouts: tuple[TrackStatus, ...]
+    seen_products: dict[str, str]  # MAC → product an unassigned device asked for
+
+
+def parse_mac(value: str) -> str:
+    mac = normalise_mac(value)
+    if mac is None:
+        raise FleetError(f"not a MAC address: {value!r} (expected e.g. 5C:CF:7F:12:34:56)")
+    return mac
+
+
+def check_name(what: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise FleetError(
+            f"invalid {what} name {value!r}: use letters, digits, '.', '_' and '-' (at most 64, not starting with "
+            "a punctuation mark)"
+        )
+    return value
+
+
+def _version_cmp(a: str, b: str) -> int:
+    """A total order for display: versions.compare where it orders, orderable versions before the rest,
+    then by text."""
+    c = versions.compare(a, b)
+    if c:
+        return c
+    if c is None:
+        pa, pb = versions.parse(a), versions.parse(b)
+        if (pa.numbers is None) != (pb.numbers is None):
+            return -1 if pa.numbers is not None else 1
+    return (a > b) - (a < b)
+
+
+version_key = cmp_to_key(_version_cmp)
+
+
+def sort_versions(values: Iterable[str]) -> list[str]:
+    return sorted(values, key=version_key)
+
+
+def device_version(device: Device) -> str | None:
+    """The version a device runs as far as the service knows: what it reported, else the release it was
+    seen to install (still running that build)."""
+    reported = device.reported
+    if reported.version:
+        return reported.version
+    if device.running_version and (reported.sketch_md5 is None or reported.sketch_md5 == device.running_md5):
+        return device.running_version
+    return None
+
+
+def distribution(devices: Iterable[Device]) -> tuple[ProductVersions, ...]:
+    """Devices per reported version, per product, versions in version order (unknown last)."""
+    per_product: dict[str | None, Counter[str | None]] = {}
+    for d in devices:
+        per_product.setdefault(d.product if d.assigned else None, Counter())[device_version(d)] += 1
+    out: list[ProductVersions] = []
+    for product in sorted(per_product, key=lambda p: (p is None, p or "")):
+        counts = per_product[product]
+        known = sort_versions(v for v in counts if v is not None)
+        rows = [VersionCount(v, counts[v]) for v in known]
+        if None in counts:
+            rows.append(VersionCount(None, counts[None]))
+        out.append(ProductVersions(product, tuple(rows)))
+    return tuple(out)
+
+
+class Fleet:
+    def __init__(self, devices: DeviceStore, catalog: CatalogStore) -> None:
+        self.devices_store = devices
+        self.catalog_store = catalog
+
+    # --- products and releases --------------------------------------------------------------------
+
+    def catalog(self, product: str) -> Catalog:
+        catalog = self.catalog_store.load(product, fresh=True)
+        if catalog is None:
+            raise FleetError(
+                f"unknown product {product!r}; create it with `otafleet product create {product} --platform …`"
+            )
+        return catalog
+
+    def products(self) -> list[Product]:
+        return self.catalog_store.products()
+
+    def save_product(
+        self,
+        name: str,
+        *,
+        platform: str | None = None,
+        delivery: Delivery | None = None,
+        enroll: bool | None = None,
+        auth_required: bool | None = None,
+        allow_downgrade: bool | None = None,
+        default_channel: str | None = None,
+    ) -> tuple[Product, bool]:
+        """Create the product, or change the given settings of an existing one (None keeps a setting).
+        Returns the product and whether it was created."""
+        check_name("product", name)
+        if platform is not None and platform not in PLATFORMS:
+            raise FleetError(f"unknown platform {platform!r}; choose one of {', '.join(PLATFORMS)}")
+        if default_channel is not None:
+            check_name("channel", default_channel)
+        existing = self.catalog_store.load(name, fresh=True)
+        if existing is None and platform is None:
+            raise FleetError(f"product {name!r} does not exist yet: --platform is required to create it")
+        base = existing.product if existing else Product(name=name, platform=platform or "")
+        changes: dict[str, object] = {
+            "platform": platform,
+            "delivery": delivery,
+            "enroll": enroll,
+            "auth_required": auth_required,
+            "allow_downgrade": allow_downgrade,
+            "default_channel": default_channel,
+        }
+        product = replace(base, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+        self.catalog_store.put_product(product)
+        return product, existing is None
+
+    def releases(self, product: str) -> list[Release]:
+        catalog = self.catalog(product)
+        return sorted(catalog.releases.values(), key=lambda r: (r.kind.value, version_key(r.version)))
+
+    def release(self, product: str, version: str, kind: Kind = Kind.APP) -> Release | None:
+        return self.catalog_store.get_release(product, kind, version)
+
+    def channels(self, product: str) -> list[Channel]:
+        return sorted(self.catalog(product).channels.values(), key=lambda c: c.name)
+
+    # --- channels and rollouts --------------------------------------------------------------------
+
+    def set_channel(
+        self,
+        product: str,
+        channel: str,
+        version: str,
+        kind: Kind = Kind.APP,
+        percent: int = 100,
+        *,
+        max_failure_rate: float | None = None,
+        min_devices: int | None = None,
+    ) -> TrackStatus:
+        check_name("channel", channel)
+        if not 1 <= percent <= 100:
+            raise FleetError(f"percent must be between 1 and 100, not {percent}")
+        _check_thresholds(max_failure_rate, min_devices)
+        catalog = self.catalog(product)
+        _offerable(catalog, kind, version)
+        current_channel = catalog.channels.get(channel)
+        current = current_channel.tracks.get(kind) if current_channel else None
+        thresholds = {
+            "max_failure_rate": max_failure_rate
+            if max_failure_rate is not None
+            else (current.max_failure_rate if current else Track(version).max_failure_rate),
+            "min_devices": min_devices
+            if min_devices is not None
+            else (current.min_devices if current else Track(version).min_devices),
+        }
+        if current is not None and current.version == version:
+            track = replace(current, percent=percent, **thresholds)  # type: ignore[arg-type]
+        else:
+            previous = _last_good(current)
+            track = Track(
+                version=version,
+                previous=previous if previous != version else None,
+                percent=percent,
+                **thresholds,  # type: ignore[arg-type]
+            )
+        return self._put_track(catalog, channel, kind, track)
+
+    def rollback(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
+        catalog = self.catalog(product)
+        current = _track(catalog, channel, kind)
+        if current.previous is None:
+            raise FleetError(f"{product}/{channel} has no previous {kind.value} release to roll back to")
+        _offerable(catalog, kind, current.previous)
+        track = Track(
+            version=current.previous,
+            previous=None,
+            percent=100,
+            state=TrackState.ACTIVE,
+            max_failure_rate=current.max_failure_rate,
+            min_devices=current.min_devices,
+            rollback=True,
+        )
+        return self._put_track(catalog, channel, kind, track)
+
+    def pause(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
+        return self._set_state(product, channel, kind, TrackState.PAUSED)
+
+    def resume(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
+        return self._set_state(product, channel, kind, TrackState.ACTIVE)
+
+    def channel_status(self, product: str, channel: str) -> list[TrackStatus]:
+        catalog = self.catalog(product)
+        found = catalog.channels.get(channel)
+        if found is None:
+            known = ", ".join(sorted(catalog.channels)) or "none yet"
+            raise FleetError(f"product {product!r} has no channel {channel!r} (channels: {known})")
+        return [
+            TrackStatus(product, channel, k, t) for k, t in sorted(found.tracks.items(), key=lambda kt: kt[0].value)
+        ]
+
+    def _set_state(self, product: str, channel: str, kind: Kind, state: TrackState) -> TrackStatus:
+        catalog = self.catalog(product)
+        current = _track(catalog, channel, kind)
+        if not self.catalog_store.set_track_state(product, channel, kind, current.version, state):
+            raise FleetError(f"{product}/{channel} changed while updating it; try again")
+        return self._status(product, channel, kind)
+
+    def _put_track(self, catalog: Catalog, channel: str, kind: Kind, track: Track) -> TrackStatus:
+        product = catalog.product.name
+        existing = catalog.channels.get(channel)
+        tracks = dict(existing.tracks) if existing else {}
+        tracks[kind] = track
+        self.catalog_store.put_channel(Channel(product=product, name=channel, tracks=tracks))
+        return self._status(product, channel, kind)
+
+    def _status(self, product: str, channel: str, kind: Kind) -> TrackStatus:
+        return TrackStatus(product, channel, kind, _track(self.catalog(product), channel, kind))
+
+    def rollouts(self, products: Iterable[str]) -> list[TrackStatus]:
+        """The staged, paused and halted tracks of these products."""
+        found: list[TrackStatus] = []
+        for name in sorted(set(products)):
+            catalog = self.catalog_store.load(name, fresh=True)
+            if catalog is None:
+                continue
+            for ch in sorted(catalog.channels.values(), key=lambda c: c.name):
+                for kind, track in sorted(ch.tracks.items(), key=lambda kt: kt[0].value):
+                    status = TrackStatus(name, ch.name, kind, track)
+                    if status.staged:
+                        found.append(status)
+        return found
+
+    # --- devices ------------------------------------------------------------------------------------
+
+    def device(self, mac: str) -> Device:
+        mac = parse_mac(mac)
+        device = self.devices_store.get(mac)
+        if device is None:
+            raise FleetError(f"unknown device {mac}: it never checked in and was never assigned")
+        return device
+
+    def assign(
+        self,
+        mac: str,
+        product: str,
+        channel: str | None = None,
+        pin: str | None = None,
+        *,
+        unpin: bool = False,
+    ) -> Device:
+        """Register a device or move it. A device that already checked in keeps what it reported; its
+        pins stay while it stays in the same product. Moving it to another product drops its pins,
+        its pending offer and its failed releases (they were another product's versions)."""
+        mac = parse_mac(mac)
+        catalog = self.catalog(product)
+        channel = check_name("channel", channel) if channel else catalog.product.default_channel
+        if pin is not None:
+            _offerable(catalog, Kind.APP, pin)
+        existing = self.devices_store.get(mac)
+        base = existing or Device(mac=mac)
+        moved = base.product is not None and base.product != product
+        pins = {} if moved else dict(base.pins)
+        if pin is not None:
+            pins[Kind.APP] = pin
+        elif unpin:
+            pins.pop(Kind.APP, None)
+        self.devices_store.put(replace(base, product=product, channel=channel, assigned=True, pins=pins))
+        if moved and existing is not None and (existing.failed or existing.offer):
+            self.devices_store.clear_failures(mac)
+        return self.device(mac)
+
+    def block(self, mac: str) -> Device:
+        return self._set_blocked(mac, True)
+
+    def unblock(self, mac: str) -> Device:
+        return self._set_blocked(mac, False)
+
+    def _set_blocked(self, mac: str, blocked: bool) -> Device:
+        mac = parse_mac(mac)
+        try:
+            self.devices_store.set_blocked(mac, blocked)
+        except NotFound:
+            raise FleetError(f"unknown device {mac}: assign it first with `otafleet device assign {mac}`") from None
+        return self.device(mac)
+
+    def issue_credentials(self, mac: str) -> tuple[Device, str]:
+        """A new secret for the device, returned once; only its hash is stored. Replaces any earlier one."""
+        mac = parse_mac(mac)
+        secret = credentials.issue_secret()
+        try:
+            self.devices_store.set_secret_hash(mac, credentials.hash_secret(secret))
+        except NotFound:
+            raise FleetError(
+                f"unknown device {mac}: assign it first with `otafleet device assign {mac} --product …`"
+            ) from None
+        return self.device(mac), secret
+
+    def retry(self, mac: str) -> Device:
+        """Forget the releases that failed on this device and its pending offer, so it is offered again."""
+        mac = parse_mac(mac)
+        try:
+            self.devices_store.clear_failures(mac)
+        except NotFound:
+            raise FleetError(f"unknown device {mac}: it never checked in and was never assigned") from None
+        return self.device(mac)
+
+    def list_devices(self, product: str | None = None, *, unassigned: bool = False) -> FleetOverview:
+        """The fleet (optionally one product's devices, or only the unassigned ones: with a product, the
+        unassigned devices that asked for it by URL), its version distribution and the rollouts to watch."""
+        if product is not None:
+            self.catalog(product)
+        devices: list[Device] = []
+        seen: dict[str, str] = {}
+        for device, seen_product in self.devices_store.scan_seen():
+            if unassigned:
+                if device.assigned or (product is not None and seen_product != product):
+                    continue
+            elif product is not None and not (device.assigned and device.product == product):
+                continue
+            devices.append(device)
+            if seen_product and not device.assigned:
+                seen[device.mac] = seen_product
+        devices.sort(key=lambda d: d.mac)
+        products = {d.product for d in devices if d.assigned and d.product}
+        if product is not None:
+            products.add(product)
+        return FleetOverview(
+            devices=tuple(devices),
+            distribution=distribution(devices),
+            rollouts=tuple(self.rollouts(products)),
+            seen_products=seen,
+        )
+
+
+def _check_thresholds(max_failure_rate: float | None, min_devices: int | None) -> None:
+    if max_failure_rate is not None and not 0.0 <= max_failure_rate <= 1.0:
+        raise FleetError(f"max failure rate must be between 0 and 1 (e.g. 0.2 for 20 %), not {max_failure_rate}")
+    if min_devices is not None and min_devices < 1:
+        raise FleetError(f"min devices must be at least 1, not {min_devices}")
+
+
+def _offerable(catalog: Catalog, kind: Kind, version: str) -> Release:
+    product = catalog.product.name
+    release = catalog.release(kind, version)
+    if release is None:
+        known = sort_versions(v for (k, v), r in catalog.releases.items() if k is kind and r.offerable)
+        listing = ", ".join(known[-8:]) if known else "none yet"
+        raise FleetError(f"{product} has no {kind.value} release {version!r} (registered: {listing})")
+    if release.state is ReleaseState.REJECTED:
+        raise FleetError(f"{product} {kind.value} {version} was rejected: {release.reason or 'no reason recorded'}")
+    if not release.offerable:
+        raise FleetError(f"{product} {kind.value} {version} is {release.state.value} and cannot be offered")
+    return release
+
+
+def _track(catalog: Catalog, channel: str, kind: Kind) -> Track:
+    product = catalog.product.name
+    found = catalog.channels.get(channel)
+    track = found.tracks.get(kind) if found else None
+    if track is None:
+        raise FleetError(
+            f"{product}/{channel} has no {kind.value} release; point it at one with "
+            f"`otafleet channel set {product} {channel} VERSION{' --fs' if kind is Kind.FS else ''}`"
+        )
+    return track
+
+
+def _last_good(current: Track | None) -> str | None:
+    if current is None:
+        return None
+    if current.percent >= 100 and current.state is TrackState.ACTIVE:
+        return current.version
+    return current.previous
+
+
+__all__ = [
+    "Fleet",
+    "FleetError",
+    "FleetOverview",
+    "ProductVersions",
+    "TrackStatus",
+    "VersionCount",
+    "check_name",
+    "device_version",
+    "distribution",
+    "parse_mac",
+    "sort_versions",
+]
