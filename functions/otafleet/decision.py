@@ -213,7 +213,7 @@ def decide(
         trace.add("target", f"pinned to {kind.value} {pinned}")
     else:
         track = channel.tracks.get(kind) if channel else None
-        target_version = _track_target(req, dev, track, trace, kind, product.name)
+        target_version = _track_target(req, dev, track, trace, kind, catalog)
     if target_version is None:
         return finish(Outcome.NO_UPDATE, "no-target", f"nothing to offer for {kind.value}", enroll=enroll)
 
@@ -312,8 +312,9 @@ def decide(
 
 
 def _track_target(
-    req: CheckRequest, dev: Device, track: Track | None, trace: _Trace, kind: Kind, product: str
+    req: CheckRequest, dev: Device, track: Track | None, trace: _Trace, kind: Kind, catalog: Catalog
 ) -> str | None:
+    product = catalog.product.name
     if track is None:
         trace.add("target", f"channel {dev.channel!r} has no {kind.value} release")
         return None
@@ -322,8 +323,8 @@ def _track_target(
         return track.version
     b = rollout.bucket(req.mac, product, kind, track.version)
     if track.state is not TrackState.ACTIVE:
-        on_new = req.version == track.version or dev.running_version == track.version
-        if on_new:
+        new = catalog.release(kind, track.version)
+        if new is not None and _already_there(req, dev, new) is not None:
             trace.add("target", f"rollout of {track.version} is {track.state.value}; device already runs it")
             return track.version
         trace.add("target", f"rollout of {track.version} is {track.state.value}; previous {track.previous}")

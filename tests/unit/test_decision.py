@@ -131,8 +131,12 @@ def test_paused_or_halted_rollout_stops_new_offers(state: TrackState) -> None:
     cat = catalog(release("1.0.0"), release("1.1.0"), track=Track(version="1.1.0", previous="1.0.0", state=state))
     d = decide(req(version="0.9.0"), DEVICE, cat, now=NOW)
     assert d.release is not None and d.release.version == "1.0.0"
-    # a device that already runs the new release keeps it: no flip-flop back
+    # a device that already runs the new release keeps it: no flip-flop back, whether it says so by
+    # version string or only by the image's MD5
     d = decide(req(version="1.1.0"), DEVICE, cat, now=NOW)
+    assert d.outcome is Outcome.NO_UPDATE and d.reason == "up-to-date"
+    new_md5 = cat.releases[(Kind.APP, "1.1.0")].md5
+    d = decide(req(md5=new_md5), DEVICE, cat, now=NOW)
     assert d.outcome is Outcome.NO_UPDATE and d.reason == "up-to-date"
 
 
