@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from otafleet.decision import Decision, Outcome
@@ -46,7 +45,8 @@ def image(release: Release, body: bytes) -> Answer:
             "Content-Type": "application/octet-stream",
             "Content-Disposition": f'attachment; filename="{release.product}-{release.version}.bin"',
             # The client compares this with the MD5 of what it received: lower-case, of the exact body.
-            "x-MD5": hashlib.md5(body).hexdigest(),
+            # (BlobStore.read_release has checked the body against the release's MD5 already.)
+            "x-MD5": release.md5,
             "x-version": release.version,
             **NO_STORE,
         },

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from otafleet import names
 from otafleet.imageformat import ImageError, inspect_filesystem, parse_app_image
-from otafleet.models import Catalog, Channel, Kind, Product, Release, ReleaseState, Track, TrackState
+from otafleet.models import Channel, Kind, Product, Release, ReleaseState, Track, TrackState
 from otafleet.observability import count, logger
 from otafleet.storage.blobs import BlobStore, TooLarge
 from otafleet.storage.catalog import CatalogStore
@@ -67,8 +67,8 @@ class Ingest:
             log.warning("upload ignored", extra={"key": key[:300], "reason": str(bad)})
             count("UploadsIgnored")
             return None
-        catalog = self.catalog.load(where.product, fresh=True)
-        limit = catalog.product.max_image_bytes if catalog else 16 * 1024 * 1024
+        product = self.catalog.get_product(where.product)
+        limit = product.max_image_bytes if product else 16 * 1024 * 1024
         try:
             upload = self.blobs.read_upload(key, version_id, limit)
         except TooLarge as big:
@@ -86,13 +86,13 @@ class Ingest:
             s3_version_id=upload.version_id,
             uploaded_at=now(),
         )
-        if catalog is None:
+        if product is None:
             return self._store_rejection(
                 base,
                 f"unknown product {where.product!r}: create it first with `otafleet product create {where.product}`",
             )
         try:
-            release = self._validate(base, where, catalog.product, bytes_=upload.data)
+            release = self._validate(base, where, product, bytes_=upload.data)
         except ImageError as bad:
             return self._store_rejection(base, str(bad))
         except names.InvalidName as bad:
@@ -100,7 +100,7 @@ class Ingest:
         registered = self._register(release)
         channel = upload.metadata.get("channel")
         if registered.state is ReleaseState.REGISTERED and channel:
-            self._promote(registered, channel, catalog)
+            self._promote(registered, channel)
         return registered
 
     def _validate(self, base: Release, where: ObjectKey, product: Product, bytes_: bytearray) -> Release:
@@ -132,18 +132,17 @@ class Ingest:
         )
 
     def _register(self, release: Release) -> Release:
-        existing = self.catalog.get_release(release.product, release.kind, release.version)
-        if existing is None:
-            try:
-                self.catalog.add_release(release)
-            except Conflict:
-                # Another upload of this version registered between our read and write.
-                existing = self.catalog.get_release(release.product, release.kind, release.version)
-            else:
-                logger().info("release registered", extra=_summary(release))
-                count("ReleasesRegistered")
-                return release
-        assert existing is not None
+        # Write first, read only when the version exists already: the common case costs one request.
+        try:
+            self.catalog.add_release(release)
+        except Conflict:
+            existing = self.catalog.get_release(release.product, release.kind, release.version)
+        else:
+            logger().info("release registered", extra=_summary(release))
+            count("ReleasesRegistered")
+            return release
+        if existing is None:  # registered and gone again: only an operator's hand does that
+            raise Conflict(f"{release.product} {release.kind.value} {release.version} changed during registration")
         if existing.sha256 == release.sha256:
             return existing  # the same bytes again: a repeated event or a re-upload, nothing changes
         return self._store_rejection(
@@ -174,13 +173,13 @@ class Ingest:
         count("UploadsRejected")
         return rejected
 
-    def _promote(self, release: Release, channel: str, catalog: Catalog) -> None:
+    def _promote(self, release: Release, channel: str) -> None:
         try:
             names.channel(channel)
         except names.InvalidName as bad:
             logger().warning("channel metadata ignored", extra={"reason": str(bad), **_summary(release)})
             return
-        current = catalog.channels.get(channel)
+        current = self.catalog.get_channel(release.product, channel)
         tracks = dict(current.tracks) if current else {}
         old = tracks.get(release.kind)
         if old is not None and old.version == release.version:

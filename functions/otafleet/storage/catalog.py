@@ -115,6 +115,22 @@ class CatalogStore:
             )
         self.invalidate(channel.product)
 
+    def get_product(self, name: str) -> Product | None:
+        item = self._get(product_pk(name), PRODUCT_SK)
+        return product_from_item(item) if item else None
+
+    def get_channel(self, product: str, name: str) -> Channel | None:
+        item = self._get(product_pk(product), channel_sk(name))
+        return channel_from_item(item) if item else None
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        with translated():
+            out = self.client.get_item(
+                TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True
+            )
+        item = out.get("Item")
+        return from_item(item) if item else None
+
     def set_track_state(self, product: str, channel: str, kind: Kind, version: str, state: TrackState) -> bool:
         """Change a rollout's state if the channel still serves `version`; False when it moved on."""
         try:
@@ -186,6 +202,28 @@ class CatalogStore:
             ):
                 found += [product_from_item(from_item(i)) for i in page.get("Items", [])]
         return sorted(found, key=lambda p: p.name)
+
+    def reset_counters(self, product: str, channel: str, kind: Kind, version: str) -> None:
+        """Forget a channel's rollout success/failure counts for one release (a new rollout of it starts
+        from zero). Nothing happens when the channel does not exist."""
+        from otafleet.storage.items import counter_name
+
+        try:
+            with translated():
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}},
+                    UpdateExpression="REMOVE #ok, #fail",
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeNames={
+                        "#ok": counter_name("ok", kind, version),
+                        "#fail": counter_name("fail", kind, version),
+                    },
+                )
+        except Conflict:
+            pass
+        finally:
+            self.invalidate(product)
 
 
 __all__ = ["CatalogStore", "Conflict"]
