@@ -371,21 +371,29 @@ def _flash_size(table: dict[int, str], nibble: int) -> tuple[str, int | None]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def parse_app_image(data: Buffer, *, expect_chip: str | None = None, product: str | None = None) -> ImageInfo:
+def parse_app_image(
+    data: Buffer,
+    *,
+    expect_chip: str | None = None,
+    product: str | None = None,
+    prefix_sha256: tuple[int, bytes] | None = None,
+) -> ImageInfo:
     """Validate an OTA application image and describe it; ImageError for anything a device would refuse,
     could not boot, or that is plainly the wrong file. `expect_chip` is the product's platform (one of
-    models.PLATFORMS); `product` only names the product in the chip-mismatch message."""
+    models.PLATFORMS); `product` only names the product in the chip-mismatch message. `prefix_sha256`
+    = (n, SHA-256 of data[:n]) lets a caller that hashes the file anyway spare the appended-hash check a
+    second pass over the image."""
     if expect_chip is not None and expect_chip != "esp8266" and expect_chip not in CHIP_IDS:
         raise ValueError(f"unknown platform {expect_chip!r}")
     view = _as_view(data)
-    info = _parse_any(view)
+    info = _parse_any(view, prefix_sha256)
     if expect_chip is not None and info.chip != expect_chip:
         who = f"product '{product}'" if product else "the product"
         raise ImageError(f"image is for {info.chip} but {who} is {expect_chip}", None, "wrong-chip")
     return info
 
 
-def _parse_any(view: memoryview) -> ImageInfo:
+def _parse_any(view: memoryview, prefix_sha256: tuple[int, bytes] | None = None) -> ImageInfo:
     size = len(view)
     if size == 0:
         raise ImageError("the file is empty", None, "empty")
@@ -402,7 +410,7 @@ def _parse_any(view: memoryview) -> ImageInfo:
             size,
             "truncated",
         )
-    return _parse_esp32(view)
+    return _parse_esp32(view, prefix_sha256)
 
 
 def _looks_like_esp8266(view: memoryview) -> bool:
@@ -783,7 +791,7 @@ def _parse_gzip(view: memoryview) -> ImageInfo:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _parse_esp32(view: memoryview) -> ImageInfo:
+def _parse_esp32(view: memoryview, prefix_sha256: tuple[int, bytes] | None = None) -> ImageInfo:
     size = len(view)
     wp_pin = view[8]
     chip_id = _u16(view, 12)
@@ -826,7 +834,8 @@ def _parse_esp32(view: memoryview) -> ImageInfo:
                 "truncated",
             )
         stored = view[end : end + SHA256_SIZE].tobytes()
-        if hashlib.sha256(view[:end]).digest() != stored:
+        known = prefix_sha256[1] if prefix_sha256 is not None and prefix_sha256[0] == end else None
+        if (known or hashlib.sha256(view[:end]).digest()) != stored:
             raise ImageError(
                 f"the SHA-256 appended at 0x{end:x} does not match the image data before it; the file is "
                 "corrupted or was modified after the build",

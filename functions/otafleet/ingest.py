@@ -15,7 +15,7 @@ from otafleet import names
 from otafleet.imageformat import ImageError, inspect_filesystem, parse_app_image
 from otafleet.models import Channel, Kind, Product, Release, ReleaseState, Track, TrackState
 from otafleet.observability import count, logger
-from otafleet.storage.blobs import BlobStore, TooLarge
+from otafleet.storage.blobs import BlobStore, TooLarge, Upload
 from otafleet.storage.catalog import CatalogStore
 from otafleet.storage.errors import Conflict
 
@@ -92,7 +92,7 @@ class Ingest:
                 f"unknown product {where.product!r}: create it first with `otafleet product create {where.product}`",
             )
         try:
-            release = self._validate(base, where, product, bytes_=upload.data)
+            release = self._validate(base, where, product, upload)
         except ImageError as bad:
             return self._store_rejection(base, str(bad))
         except names.InvalidName as bad:
@@ -103,14 +103,19 @@ class Ingest:
             self._promote(registered, channel)
         return registered
 
-    def _validate(self, base: Release, where: ObjectKey, product: Product, bytes_: bytearray) -> Release:
-        view = memoryview(bytes_)
-        if not bytes_:
+    def _validate(self, base: Release, where: ObjectKey, product: Product, upload: Upload) -> Release:
+        view = memoryview(upload.data)
+        if not upload.data:
             raise ImageError("the file is empty", 0, "empty")
         if where.kind is Kind.FS:
             facts = inspect_filesystem(view)
             return replace(base, facts={k: v for k, v in facts.items() if v is not None})
-        info = parse_app_image(view, expect_chip=product.platform, product=product.name)
+        info = parse_app_image(
+            view,
+            expect_chip=product.platform,
+            product=product.name,
+            prefix_sha256=(len(view) - 32, upload.sha256_but_last32),
+        )
         version = where.version
         if version is None:
             app = info.app

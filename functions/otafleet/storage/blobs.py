@@ -23,6 +23,9 @@ class Upload:
     sha256: str
     version_id: str | None
     metadata: dict[str, str]
+    # SHA-256 of all but the last 32 bytes: where an ESP32 image keeps its appended hash, so the
+    # parser can check that hash without a second pass over the image.
+    sha256_but_last32: bytes = b""
 
 
 class TooLarge(Exception):
@@ -68,12 +71,11 @@ class BlobStore:
         return bytes(body)
 
     def read_upload(self, key: str, version_id: str | None, limit: int) -> Upload:
-        """Stream an object into one buffer, hashing as it arrives: the only full copy in memory is the
-        buffer the parser then reads through a memoryview. Raises TooLarge before reading past `limit`."""
+        """Stream an object into one buffer (the only full copy in memory; the parser reads it through a
+        memoryview) and hash it once. Raises TooLarge before reading past `limit`."""
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
-        md5, sha256 = hashlib.md5(), hashlib.sha256()
         with translated():
             response = self.client.get_object(**params)
             size = int(response.get("ContentLength", 0))
@@ -83,14 +85,20 @@ class BlobStore:
             data = bytearray()
             for chunk in response["Body"].iter_chunks(CHUNK):
                 data += chunk
-                md5.update(chunk)
-                sha256.update(chunk)
                 if len(data) > limit:
                     raise TooLarge(len(data))
+        view = memoryview(data)
+        head = max(0, len(data) - 32)
+        sha256 = hashlib.sha256(view[:head])
+        but_last32 = sha256.digest()
+        sha256.update(view[head:])
+        md5 = hashlib.md5(view).hexdigest()
+        view.release()
         return Upload(
             data=data,
-            md5=md5.hexdigest(),
+            md5=md5,
             sha256=sha256.hexdigest(),
             version_id=response.get("VersionId") or version_id,
             metadata={k.lower(): v for k, v in (response.get("Metadata") or {}).items()},
+            sha256_but_last32=but_last32,
         )
