@@ -17,7 +17,7 @@ export SAM_CLI_TELEMETRY := 0
 export UV_TOOL_DIR := $(CURDIR)/$(TOOLS)/uv-tools
 export UV_TOOL_BIN_DIR := $(CURDIR)/$(TOOLS)/bin
 
-.PHONY: help setup run test lint typecheck pytest template-check sam-build bench clean
+.PHONY: help setup run test lint typecheck pytest template-check sam-build workflow-lint bench clean
 
 help:
 	@echo "make run    start the local stack with demo data (http://127.0.0.1:3000)"
@@ -57,7 +57,10 @@ template-check: setup $(SAM_STAMP)
 sam-build: setup $(SAM_STAMP)
 	bash scripts/sam_build_smoke.sh $(SAM)
 
-test: lint typecheck pytest template-check sam-build
+workflow-lint: setup
+	bash scripts/lint_workflows.sh
+
+test: lint typecheck pytest template-check sam-build workflow-lint
 	@echo "make test: all checks passed"
 
 bench: setup

@@ -37,7 +37,7 @@ def verify(authorization: str | None, mac: str, secret_hash: str | None) -> bool
         # Split at the last colon: a MAC written with colons is a common user name, and issued
         # secrets (URL-safe base64) never contain one.
         user, sep, password = base64.b64decode(token.strip(), validate=True).decode().rpartition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError):  # ValueError: a token with non-ASCII characters
         return False
     if not sep or normalise_mac(user) != mac:
         return False

@@ -13,18 +13,20 @@ Channel rules (product.md §1, §5; issue 5):
 - `rollback` points the track at `previous` with `rollback=True`, so devices accept the older release
   as a deliberate downgrade; the bad release is not kept as anyone's fallback.
 - `pause` / `resume` set the rollout state; `resume` also clears a halt (the service halts a rollout
-  by itself when its failure rate crosses `max_failure_rate` after `min_devices` outcomes).
+  by itself when its failure rate crosses `max_failure_rate` after `min_devices` outcomes), keeping the
+  counts unless asked to reset them.
+- Success/failure counts belong to one rollout: pointing a channel at a version anew (including by a
+  rollback) starts them from zero.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import cmp_to_key
 
-from otafleet import credentials, versions
+from otafleet import credentials, names, versions
 from otafleet.models import (
     PLATFORMS,
     Catalog,
@@ -42,9 +44,6 @@ from otafleet.protocol import normalise_mac
 from otafleet.storage.catalog import CatalogStore
 from otafleet.storage.devices import DeviceStore
 from otafleet.storage.errors import NotFound
-
-# Product and channel names end up in S3 keys and URL paths: keep them to one safe path segment.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class FleetError(Exception):
@@ -111,12 +110,12 @@ def parse_mac(value: str) -> str:
 
 
 def check_name(what: str, value: str) -> str:
-    if not _NAME.match(value):
-        raise FleetError(
-            f"invalid {what} name {value!r}: use letters, digits, '.', '_' and '-' (at most 64, not starting with "
-            "a punctuation mark)"
-        )
-    return value
+    """A product or channel name (`what`), or a version, by the rules of otafleet.names."""
+    check = {"product": names.product, "channel": names.channel, "version": names.version}[what]
+    try:
+        return check(value)
+    except names.InvalidName as bad:
+        raise FleetError(str(bad)) from None
 
 
 def _version_cmp(a: str, b: str) -> int:
@@ -167,9 +166,16 @@ def distribution(devices: Iterable[Device]) -> tuple[ProductVersions, ...]:
 
 
 class Fleet:
-    def __init__(self, devices: DeviceStore, catalog: CatalogStore) -> None:
-        self.devices_store = devices
+    def __init__(self, devices: DeviceStore | None, catalog: CatalogStore) -> None:
+        # The publish function promotes releases with only the catalog (it has no access to devices).
+        self._devices = devices
         self.catalog_store = catalog
+
+    @property
+    def devices_store(self) -> DeviceStore:
+        if self._devices is None:
+            raise RuntimeError("this Fleet was created without the devices table")
+        return self._devices
 
     # --- products and releases --------------------------------------------------------------------
 
@@ -225,6 +231,10 @@ class Fleet:
     def release(self, product: str, version: str, kind: Kind = Kind.APP) -> Release | None:
         return self.catalog_store.get_release(product, kind, version)
 
+    def upload_status(self, product: str, version: str, kind: Kind, sha256: str) -> Release | None:
+        """What became of an upload of these bytes: its release, its rejection, or None (not yet)."""
+        return self.catalog_store.upload_status(product, kind, version, sha256)
+
     def channels(self, product: str) -> list[Channel]:
         return sorted(self.catalog(product).channels.values(), key=lambda c: c.name)
 
@@ -260,6 +270,8 @@ class Fleet:
         if current is not None and current.version == version:
             track = replace(current, percent=percent, **thresholds)  # type: ignore[arg-type]
         else:
+            # A new rollout counts from zero, even for a release this channel served before.
+            self.catalog_store.reset_counters(product, channel, kind, version)
             previous = _last_good(current)
             track = Track(
                 version=version,
@@ -275,6 +287,7 @@ class Fleet:
         if current.previous is None:
             raise FleetError(f"{product}/{channel} has no previous {kind.value} release to roll back to")
         _offerable(catalog, kind, current.previous)
+        self.catalog_store.reset_counters(product, channel, kind, current.previous)
         track = Track(
             version=current.previous,
             previous=None,
@@ -289,7 +302,12 @@ class Fleet:
     def pause(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
         return self._set_state(product, channel, kind, TrackState.PAUSED)
 
-    def resume(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
+    def resume(self, product: str, channel: str, kind: Kind = Kind.APP, *, reset_counts: bool = False) -> TrackStatus:
+        """Resume a paused or halted rollout. Its counts stay unless `reset_counts`: a halted rollout
+        resumed with its counts still over the threshold halts again at its next failure."""
+        if reset_counts:
+            current = _track(self.catalog(product), channel, kind)
+            self.catalog_store.reset_counters(product, channel, kind, current.version)
         return self._set_state(product, channel, kind, TrackState.ACTIVE)
 
     def channel_status(self, product: str, channel: str) -> list[TrackStatus]:

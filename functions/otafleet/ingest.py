@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from otafleet import names
+from otafleet.fleet import Fleet, FleetError
 from otafleet.imageformat import ImageError, inspect_filesystem, parse_app_image
-from otafleet.models import Channel, Kind, Product, Release, ReleaseState, Track, TrackState
+from otafleet.models import Kind, Product, Release, ReleaseState
 from otafleet.observability import count, logger
 from otafleet.storage.blobs import BlobStore, TooLarge, Upload
 from otafleet.storage.catalog import CatalogStore
@@ -179,24 +180,12 @@ class Ingest:
         return rejected
 
     def _promote(self, release: Release, channel: str) -> None:
+        # The same rule as `otafleet channel set`: the channel's last good release becomes `previous`.
         try:
-            names.channel(channel)
-        except names.InvalidName as bad:
-            logger().warning("channel metadata ignored", extra={"reason": str(bad), **_summary(release)})
+            Fleet(None, self.catalog).set_channel(release.product, channel, release.version, release.kind)
+        except FleetError as refused:
+            logger().warning("channel metadata ignored", extra={"reason": str(refused), **_summary(release)})
             return
-        current = self.catalog.get_channel(release.product, channel)
-        tracks = dict(current.tracks) if current else {}
-        old = tracks.get(release.kind)
-        if old is not None and old.version == release.version:
-            return
-        tracks[release.kind] = (
-            replace(
-                old, version=release.version, previous=old.version, percent=100, state=TrackState.ACTIVE, rollback=False
-            )
-            if old
-            else Track(version=release.version)
-        )
-        self.catalog.put_channel(Channel(release.product, channel, tracks))
         logger().info("release promoted", extra={"channel": channel, **_summary(release)})
 
 

@@ -181,3 +181,6 @@ class Device:
     last_outcome: str | None = None
     last_reason: str | None = None
     first_seen: str | None = None
+    last_seen: str | None = None
+    # The product an unassigned device asked for by URL (/update/<product>): helps operators assign it.
+    seen_product: str | None = None

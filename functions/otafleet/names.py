@@ -18,7 +18,8 @@ class InvalidName(ValueError):
 
 
 def _check(kind: str, value: str, pattern: re.Pattern[str], rule: str) -> str:
-    if not pattern.match(value) or ".." in value:
+    # fullmatch: `$` would also accept a trailing newline ("door\n").
+    if not pattern.fullmatch(value) or ".." in value:
         raise InvalidName(f"invalid {kind} {value[:80]!r}: {rule}")
     return value
 

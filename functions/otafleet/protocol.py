@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from otafleet import names
 from otafleet.models import Delivery, Dialect, Kind
 
 USER_AGENTS = {"esp8266-http-update": Dialect.ESP8266, "esp32-http-update": Dialect.ESP32}
@@ -24,7 +25,7 @@ MAX_HEADER_VALUE = 256
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-]?)[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$")
 _MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*\Z")  # \Z: `$` would let a trailing newline through
 
 
 class ProtocolError(Exception):
@@ -95,6 +96,12 @@ def parse_check(
     h = {k.lower(): v for k, v in headers.items()}
     dialect = dialect_for(h.get("user-agent"))
     prefix = f"x-{dialect.value.lower()}-"
+    if product is not None:
+        # From the URL path (/update/{product}): no product can have a name outside names.product's rules.
+        try:
+            names.product(product)
+        except names.InvalidName as bad:
+            raise ProtocolError(404, str(bad)) from None
 
     def text(name: str) -> str | None:
         value = h.get(prefix + name)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from otafleet import delivery
+from otafleet import delivery, names
 from otafleet.config import Settings
 from otafleet.decision import Decision, Outcome, Policy, decide
 from otafleet.delivery import Answer
@@ -126,6 +126,8 @@ class UpdateService:
             version=last.version,
             source_ip=last.source_ip,
             product=device.product,
+            # Assume the scheme a redirect needs: devices reach the API the way presigned URLs work.
+            scheme=self.blobs.redirect_scheme,
             dry_run=True,
         )
         return self.decide(req, fresh=True)
@@ -196,6 +198,12 @@ class UpdateService:
     # --- the simple updater ----------------------------------------------------------------------
 
     def simple(self, product: str, channel: str, *, scheme: str = "https") -> Answer:
+        try:
+            names.product(product)
+            names.channel(channel)
+        except names.InvalidName as bad:
+            logger().info("refused", extra={"status": 404, "reason": str(bad)})
+            return delivery.text(404, str(bad), "invalid-name")
         try:
             catalog = self.catalog.load(product)
             ch = catalog.channels.get(channel) if catalog else None

@@ -8,6 +8,7 @@ finishes the job without duplicates.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
@@ -36,10 +37,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if bucket != settings().firmware_bucket:
             logger().warning("event for another bucket ignored", extra={"bucket": bucket})
             continue
-        release = ingest().register(obj.key, obj.version_id)
+        # S3 URL-encodes keys in events (`+` for a space, %2B for a `+`); Powertools' S3Object does not decode.
+        key = unquote_plus(obj.key)
+        release = ingest().register(key, obj.version_id)
         results.append(
             {
-                "key": obj.key,
+                "key": key,
                 "state": release.state.value if release else "ignored",
                 "version": release and release.version,
             }

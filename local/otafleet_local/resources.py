@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from otafleet.config import Settings
-
 from otafleet_local import template
 
 # Logical ids in template.yaml and the settings field that names each resource.

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]  # yaml is untyped without types-PyYAML
     """SafeLoader that keeps CloudFormation short-form tags (`!Ref`, `!Sub`, …) as their long form."""
 
 
@@ -25,7 +25,7 @@ def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type,unused-ignore]
     return {name: value}
 
 
@@ -59,3 +59,27 @@ def code_uri(function: str, path: Path = TEMPLATE) -> Path:
     props = resources("AWS::Serverless::Function", path)[function]["Properties"]
     uri = props.get("CodeUri") or load(path).get("Globals", {}).get("Function", {}).get("CodeUri")
     return (path.parent / str(uri)).resolve()
+
+
+def _merge_globals(defaults: Any, own: Any) -> Any:
+    """SAM's Globals rule: maps merge (the function's keys win), lists add up, anything else is replaced."""
+    if isinstance(defaults, dict) and isinstance(own, dict):
+        merged = dict(defaults)
+        for key, value in own.items():
+            merged[key] = _merge_globals(defaults[key], value) if key in defaults else value
+        return merged
+    if isinstance(defaults, list) and isinstance(own, list):
+        return [*defaults, *own]
+    return own
+
+
+def function_properties(function: str, path: Path = TEMPLATE) -> dict[str, Any]:
+    """A function's Properties with the template's `Globals.Function` merged in, as SAM does."""
+    own = resources("AWS::Serverless::Function", path)[function].get("Properties") or {}
+    defaults = (load(path).get("Globals") or {}).get("Function") or {}
+    merged: dict[str, Any] = _merge_globals(defaults, own)
+    return merged
+
+
+def outputs(path: Path = TEMPLATE) -> dict[str, dict[str, Any]]:
+    return dict(load(path).get("Outputs") or {})

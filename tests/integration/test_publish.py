@@ -15,9 +15,9 @@ import pytest
 
 from otafleet.models import Delivery, Kind, ReleaseState
 from otafleet.storage import clients
-from otafleet_local.sample_images import build_esp8266_image, build_esp32_image
+from otafleet_local.sample_images import build_esp32_image, build_esp8266_image
 from publish import app as publish_app
-from support.devices import esp8266_headers, esp32_headers, http_api_event
+from support.devices import esp32_headers, esp8266_headers, http_api_event
 from support.world import World
 from update import app as update_app
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import array
 import contextlib
 import gzip
+import hashlib
 import json
 import pickle
 import struct
@@ -32,9 +33,11 @@ from otafleet.models import PLATFORMS
 from otafleet_local import sample_images as si
 
 
-def reject(data: bytes | bytearray | memoryview, **kwargs: str) -> ImageError:
+def reject(
+    data: bytes | bytearray | memoryview, *, expect_chip: str | None = None, product: str | None = None
+) -> ImageError:
     with pytest.raises(ImageError) as caught:
-        parse_app_image(data, **kwargs)
+        parse_app_image(data, expect_chip=expect_chip, product=product)
     return caught.value
 
 
@@ -809,3 +812,16 @@ def test_any_byte_change_in_a_hashed_image_is_refused(where: int, xor: int) -> N
     image[where % len(image)] ^= xor
     with pytest.raises(ImageError):
         parse_app_image(image)
+
+
+def test_prefix_sha256_spares_a_pass_but_is_still_checked() -> None:
+    image = si.build_esp32_image(chip="esp32s3", version="1.0.0")
+    n = len(image) - 32
+    good = hashlib.sha256(image[:n]).digest()
+    info = parse_app_image(image, expect_chip="esp32s3", prefix_sha256=(n, good))
+    assert info.appended_sha256 == image[-32:].hex()
+    with pytest.raises(ImageError) as caught:
+        parse_app_image(image, expect_chip="esp32s3", prefix_sha256=(n, bytes(32)))
+    assert caught.value.code == "hash"
+    # a digest for another length is ignored, not trusted
+    assert parse_app_image(image, prefix_sha256=(n - 1, bytes(32))).chip == "esp32s3"

@@ -280,5 +280,7 @@ def device_from_item(item: Item) -> Device:
         last_outcome=item.get("last_outcome"),
         last_reason=item.get("last_reason"),
         first_seen=item.get("first_seen"),
+        last_seen=item.get("last_seen"),
+        seen_product=item.get("seen_product"),
         checks=_int(item.get("checks")),
     )

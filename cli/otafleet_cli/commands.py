@@ -1,0 +1,222 @@
+"""The commands: each takes the connection, the parsed arguments and the output, and returns an exit code.
+
+All the fleet logic lives in `otafleet.fleet`; these only call it and print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from otafleet.fleet import TrackStatus, parse_mac
+from otafleet.models import Delivery, Kind
+from otafleet.protocol import MODES
+from otafleet_cli import views
+from otafleet_cli.output import Output, fields
+from otafleet_cli.stack import CliError, Connection
+
+EXPLAIN_MODES = tuple(sorted(MODES - {"version"}))
+
+
+def _kind(args: Any) -> Kind:
+    return Kind.FS if getattr(args, "fs", False) else Kind.APP
+
+
+# --- stack, products, releases ----------------------------------------------------------------------
+
+
+def info(conn: Connection, args: Any, out: Output) -> int:
+    s = conn.stack
+    data = {
+        "stack": s.name,
+        "api_url": s.api_url,
+        "update_url": f"{s.api_url}/update",
+        "bucket": s.bucket,
+        "devices_table": s.devices_table,
+        "catalog_table": s.catalog_table,
+        "region": s.region,
+        "endpoint_url": s.endpoint_url,
+    }
+    human = fields(
+        [
+            ("stack", s.name),
+            ("api url", s.api_url),
+            ("update url", f"{s.api_url}/update"),
+            ("bucket", s.bucket),
+            ("devices table", s.devices_table),
+            ("catalog table", s.catalog_table),
+            ("region", s.region),
+            ("aws endpoint", s.endpoint_url or "AWS"),
+        ]
+    )
+    out.emit(data, human)
+    return 0
+
+
+def products(conn: Connection, args: Any, out: Output) -> int:
+    found = conn.fleet.products()
+    out.emit([views.product_dict(p) for p in found], views.products_table(found))
+    return 0
+
+
+def product_create(conn: Connection, args: Any, out: Output) -> int:
+    product, created = conn.fleet.save_product(
+        args.product,
+        platform=args.platform,
+        delivery=Delivery(args.delivery) if args.delivery else None,
+        enroll=args.enroll,
+        auth_required=args.auth,
+        allow_downgrade=args.allow_downgrade,
+        default_channel=args.default_channel,
+    )
+    out.note(f"{'created' if created else 'updated'} product {product.name}")
+    out.emit(views.product_dict(product), views.product_fields(product))
+    return 0
+
+
+def releases(conn: Connection, args: Any, out: Output) -> int:
+    fleet = conn.fleet
+    found = fleet.releases(args.product)
+    channels = fleet.channels(args.product)
+    data = [{**views.release_dict(r), "channels": views.serving(r, channels)} for r in found]
+    out.emit(data, views.releases_table(found, channels))
+    return 0
+
+
+# --- channels ---------------------------------------------------------------------------------------
+
+
+def channel_set(conn: Connection, args: Any, out: Output) -> int:
+    status = conn.fleet.set_channel(
+        args.product,
+        args.channel,
+        args.version,
+        _kind(args),
+        args.percent,
+        max_failure_rate=args.max_failure_rate,
+        min_devices=args.min_devices,
+    )
+    return _show_tracks(out, [status])
+
+
+def channel_show(conn: Connection, args: Any, out: Output) -> int:
+    statuses = conn.fleet.channel_status(args.product, args.channel)
+    if not statuses and not out.as_json:
+        out.line(f"{args.product}/{args.channel} serves nothing yet")
+        return 0
+    return _show_tracks(out, statuses, many=True)
+
+
+def channel_rollback(conn: Connection, args: Any, out: Output) -> int:
+    return _show_tracks(out, [conn.fleet.rollback(args.product, args.channel, _kind(args))])
+
+
+def channel_pause(conn: Connection, args: Any, out: Output) -> int:
+    return _show_tracks(out, [conn.fleet.pause(args.product, args.channel, _kind(args))])
+
+
+def channel_resume(conn: Connection, args: Any, out: Output) -> int:
+    return _show_tracks(
+        out, [conn.fleet.resume(args.product, args.channel, _kind(args), reset_counts=args.reset_counts)]
+    )
+
+
+def _show_tracks(out: Output, statuses: list[TrackStatus], *, many: bool = False) -> int:
+    data: Any = [views.track_dict(s) for s in statuses] if many else views.track_dict(statuses[0])
+    human = views.tracks_table(statuses, with_channel=True)
+    out.emit(data, human)
+    for advice in views.track_advice(statuses):
+        out.note(advice)
+    return 0
+
+
+# --- devices ----------------------------------------------------------------------------------------
+
+
+def device_assign(conn: Connection, args: Any, out: Output) -> int:
+    fleet = conn.fleet
+    device = fleet.assign(args.mac, args.product, args.channel, args.pin, unpin=args.unpin)
+    out.note(f"{device.mac} → {device.product}/{device.channel}")
+    if device.channel not in {c.name for c in fleet.channels(args.product) if c.tracks}:
+        out.note(
+            f"{device.product}/{device.channel} serves nothing yet: "
+            f"`otafleet channel set {device.product} {device.channel} VERSION`"
+        )
+    out.emit(views.device_dict(device), views.device_fields(device))
+    return 0
+
+
+def device_block(conn: Connection, args: Any, out: Output) -> int:
+    device = conn.fleet.block(args.mac)
+    out.note(f"{device.mac} is blocked: its checks get 403")
+    out.emit(views.device_dict(device), views.device_fields(device))
+    return 0
+
+
+def device_unblock(conn: Connection, args: Any, out: Output) -> int:
+    device = conn.fleet.unblock(args.mac)
+    out.note(f"{device.mac} is unblocked")
+    out.emit(views.device_dict(device), views.device_fields(device))
+    return 0
+
+
+def device_show(conn: Connection, args: Any, out: Output) -> int:
+    device = conn.fleet.device(args.mac)
+    out.emit(views.device_dict(device), views.device_fields(device))
+    return 0
+
+
+def device_credentials(conn: Connection, args: Any, out: Output) -> int:
+    fleet = conn.fleet
+    device, secret = fleet.issue_credentials(args.mac)
+    product = fleet.catalog(device.product).product if device.product and device.assigned else None
+    required = bool(product and product.auth_required)
+    data = {"mac": device.mac, "user": device.mac, "secret": secret, "auth_required": required}
+    out.emit(data, f"{device.mac}  {secret}")
+    out.note(
+        "shown once: only its hash is stored. In the sketch: "
+        f'httpUpdate.setAuthorization("{device.mac}", "<secret>") (the user name is the MAC)'
+    )
+    if product is not None and not required:
+        out.note(f"product {product.name} does not require auth yet: `otafleet product create {product.name} --auth`")
+    return 0
+
+
+def device_retry(conn: Connection, args: Any, out: Output) -> int:
+    device = conn.fleet.retry(args.mac)
+    out.note(f"{device.mac}: failed releases and the pending offer cleared; it is offered its target again")
+    out.emit(views.device_dict(device), views.device_fields(device))
+    return 0
+
+
+def devices(conn: Connection, args: Any, out: Output) -> int:
+    overview = conn.fleet.list_devices(args.product, unassigned=args.unassigned)
+    out.emit(views.overview_dict(overview), views.overview_text(overview))
+    return 0
+
+
+def explain(conn: Connection, args: Any, out: Output) -> int:
+    mac = parse_mac(args.mac)
+    device = conn.fleet.device(mac)
+    decision = conn.service.explain(mac, mode=args.mode)
+    if decision is None:  # the device vanished between the two reads
+        raise CliError(f"unknown device {mac}")
+    out.emit(
+        views.decision_dict(mac, args.mode, decision, device),
+        views.decision_text(mac, args.mode, decision, device),
+    )
+    return 0
+
+
+def import_mapping(conn: Connection, args: Any, out: Output) -> int:
+    from otafleet_cli import importer
+
+    return importer.run_import(
+        Path(args.file),
+        product=args.product,
+        channel=args.channel,
+        dry_run=args.dry_run,
+        devices=conn.fleet.devices_store,
+        catalog=conn.fleet.catalog_store,
+        out=out.stdout,
+    )

@@ -1,0 +1,267 @@
+"""`otafleet`: argument parsing, dispatch, and errors as one line on stderr (product.md §5)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from otafleet.fleet import FleetError
+from otafleet.models import PLATFORMS, Delivery
+from otafleet_cli import commands, upload
+from otafleet_cli.output import Output
+from otafleet_cli.stack import DEFAULT_STACK, LOCAL_HINT, CliError, Connection, endpoint_url
+
+Handler = Callable[[Connection, Any, Output], int]
+
+DESCRIPTION = """\
+Operate an otafleet stack: upload firmware, point channels at releases, stage and roll back rollouts,
+assign and inspect devices.
+
+The stack is found by its CloudFormation outputs (--stack-name, default 'otafleet' or $OTAFLEET_STACK).
+Against the local stack (make run): export AWS_ENDPOINT_URL=http://127.0.0.1:4566
+"""
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: the options may come before or after the command without one overwriting the other.
+    parser.add_argument(
+        "--stack-name",
+        default=argparse.SUPPRESS,
+        help=f"CloudFormation stack to operate (default: $OTAFLEET_STACK or {DEFAULT_STACK!r})",
+    )
+    parser.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile to use")
+    parser.add_argument("--region", default=argparse.SUPPRESS, help="AWS region of the stack")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common)
+    parser = argparse.ArgumentParser(
+        prog="otafleet",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(group: Any, name: str, handler: Handler, help_text: str, **kw: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = group.add_parser(
+            name, help=help_text, description=kw.pop("description", help_text), parents=[common], **kw
+        )
+        p.set_defaults(handler=handler)
+        return p
+
+    def nested(name: str, help_text: str) -> Any:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        return p.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+
+    command(sub, "info", commands.info, "API URL, bucket, table names and region of the stack")
+
+    p = command(
+        sub,
+        "upload",
+        upload.run,
+        "upload an image and wait for the publish function to register (or reject) it",
+        description=(
+            "Upload FILE to firmware/<product>/<version>.bin (filesystem/… with --fs) and wait for its "
+            "registration. " + upload.VERSION_RULE + " Exit status: 0 registered, 1 rejected (the reason is "
+            "printed), 2 not registered within --timeout."
+        ),
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--product", required=True)
+    p.add_argument("--version", help="release version (default: from the file name, see above)")
+    p.add_argument("--fs", action="store_true", help="a filesystem image (SPIFFS/LittleFS), not the application")
+    p.add_argument("--channel", help="promote the release to this channel once registered")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=upload.DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for registration (default {upload.DEFAULT_TIMEOUT:g})",
+    )
+
+    p = command(sub, "releases", commands.releases, "a product's releases with state, facts and channels")
+    p.add_argument("product", metavar="PRODUCT")
+
+    command(sub, "products", commands.products, "list products")
+
+    product = nested("product", "create or update products")
+    p = command(
+        product,
+        "create",
+        commands.product_create,
+        "create a product, or change the given settings of an existing one",
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("--platform", choices=PLATFORMS, help="chip platform (required to create)")
+    p.add_argument("--delivery", choices=[d.value for d in Delivery], help="how images reach devices")
+    p.add_argument(
+        "--enroll", action=argparse.BooleanOptionalAction, help="enroll unknown devices that ask /update/PRODUCT"
+    )
+    p.add_argument("--auth", action=argparse.BooleanOptionalAction, help="require per-device Basic auth")
+    p.add_argument(
+        "--allow-downgrade", action=argparse.BooleanOptionalAction, help="offer releases older than the running one"
+    )
+    p.add_argument("--default-channel", metavar="CHANNEL", help="channel for enrolled and newly assigned devices")
+
+    channel = nested("channel", "point channels at releases and control rollouts")
+    p = command(
+        channel,
+        "set",
+        commands.channel_set,
+        "point a channel at a release, optionally as a staged rollout",
+        description=(
+            "Point channel C of product P at release VERSION. With --percent N < 100 it is a staged rollout: the "
+            "new release for a stable N % of the channel's devices, the previous release for the rest; raising N "
+            "only adds devices. Setting the current version again changes only the percentage and thresholds."
+        ),
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("channel", metavar="CHANNEL")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--percent", type=int, default=100, help="share of the channel's devices (1-100, default 100)")
+    p.add_argument("--fs", action="store_true", help="the channel's filesystem image, not its application")
+    p.add_argument(
+        "--max-failure-rate",
+        type=float,
+        metavar="RATE",
+        help="halt the rollout when failures / outcomes exceeds this (0-1, default 0.2)",
+    )
+    p.add_argument("--min-devices", type=int, metavar="N", help="outcomes needed before it can halt (default 10)")
+
+    for name, handler, text in (
+        ("show", commands.channel_show, "a channel's releases, rollout state and success/failure counts"),
+        ("rollback", commands.channel_rollback, "point the channel back at its previous release"),
+        ("pause", commands.channel_pause, "pause a rollout: devices not on the new release get the previous one"),
+        ("resume", commands.channel_resume, "resume a paused or halted rollout"),
+    ):
+        p = command(channel, name, handler, text)
+        p.add_argument("product", metavar="PRODUCT")
+        p.add_argument("channel", metavar="CHANNEL")
+        if name != "show":
+            p.add_argument("--fs", action="store_true", help="the filesystem image's track")
+        if name == "resume":
+            p.add_argument(
+                "--reset-counts",
+                action="store_true",
+                help="start the success/failure counts from zero (else a halted rollout halts again at its next "
+                "failure while its rate stays over the threshold)",
+            )
+
+    device = nested("device", "assign, block and inspect devices")
+    p = command(device, "assign", commands.device_assign, "register a device or move it to a product/channel")
+    p.add_argument("mac", metavar="MAC")
+    p.add_argument("--product", required=True)
+    p.add_argument("--channel", help="default: the product's default channel")
+    pin = p.add_mutually_exclusive_group()
+    pin.add_argument("--pin", metavar="VERSION", help="always offer this application version")
+    pin.add_argument("--unpin", action="store_true", help="remove the device's pin")
+    for name, handler, text in (
+        ("block", commands.device_block, "refuse the device's checks (403)"),
+        ("unblock", commands.device_unblock, "serve the device again"),
+        ("show", commands.device_show, "everything known about one device"),
+        ("credentials", commands.device_credentials, "issue a new secret for Basic auth (shown once)"),
+        ("retry", commands.device_retry, "offer releases that failed on the device again"),
+    ):
+        p = command(device, name, handler, text)
+        p.add_argument("mac", metavar="MAC")
+
+    p = command(sub, "devices", commands.devices, "the fleet, its version distribution and rollouts to watch")
+    p.add_argument("--product", help="only this product's devices")
+    p.add_argument(
+        "--unassigned",
+        action="store_true",
+        help="only devices seen checking in but never assigned (with --product: those that asked for it)",
+    )
+
+    p = command(sub, "import", commands.import_mapping, "import a hand-written update server's MAC → version table")
+    p.add_argument("file", metavar="FILE", help="PHP array ($db = array(...)), JSON {mac: version} or CSV mac,version")
+    p.add_argument("--product", required=True, help="product the devices belong to")
+    p.add_argument("--channel", help="channel (default: the product's default channel)")
+    p.add_argument("--dry-run", action="store_true", help="print what would change and write nothing")
+
+    p = command(sub, "explain", commands.explain, "dry run: what a device would get at its next check, and why")
+    p.add_argument("mac", metavar="MAC")
+    p.add_argument("--mode", choices=commands.EXPLAIN_MODES, default="sketch", help="the check's mode")
+    return parser
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def describe_failure(exc: BaseException, profile: str | None = None) -> str:
+    """One line for an AWS-side failure, saying what to do about it when we can tell."""
+    from botocore import exceptions as bx
+
+    for e in _chain(exc):
+        if isinstance(e, bx.NoCredentialsError):
+            return (
+                "no AWS credentials found: pass --profile, set AWS_PROFILE, or set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (any values work for the local stack)"
+            )
+        if isinstance(e, bx.PartialCredentialsError):
+            return f"incomplete AWS credentials: {e}"
+        if isinstance(e, bx.ProfileNotFound):
+            return f"AWS profile {e.kwargs.get('profile', profile)!r} not found in your AWS config"
+        if isinstance(e, bx.NoRegionError):
+            return "no AWS region configured: pass --region or set AWS_REGION"
+        if isinstance(e, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
+            where = e.kwargs.get("endpoint_url") or endpoint_url() or "AWS"
+            hint = f"; is the local stack running? ({LOCAL_HINT})" if endpoint_url() else ""
+            return f"cannot reach {where}{hint}"
+        if isinstance(e, bx.ClientError):
+            error = e.response.get("Error", {})
+            return f"AWS refused the request: {error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
+        if isinstance(e, bx.BotoCoreError):
+            return f"AWS error: {e}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error argparse already printed
+        return done.code if isinstance(done.code, int) else 2
+    options = vars(args)
+    out = Output(sys.stdout, sys.stderr, as_json=bool(options.get("json", False)))
+    profile: str | None = options.get("profile")
+    conn = Connection(
+        options.get("stack_name") or os.environ.get("OTAFLEET_STACK") or DEFAULT_STACK,
+        profile,
+        options.get("region"),
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(conn, args, out)
+    except FleetError as err:
+        out.error(err.message)
+        return 1
+    except CliError as err:
+        out.error(err.message)
+        return err.code
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as err:
+        if os.environ.get("OTAFLEET_DEBUG"):
+            raise
+        out.error(describe_failure(err, profile))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Printing: aligned tables and `key  value` blocks for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Any, TextIO
+
+
+def cell(value: object) -> str:
+    """How one value reads in a table: `-` for nothing, yes/no for flags."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Columns padded to their widest cell, two spaces apart; no trailing blanks."""
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], len(text))
+    lines = []
+    for row in [list(headers), *cells]:
+        lines.append("  ".join(text.ljust(widths[i]) for i, text in enumerate(row)).rstrip())
+    return "\n".join(lines)
+
+
+def fields(pairs: Sequence[tuple[str, object]], indent: int = 0) -> str:
+    """`label  value` lines with the values aligned; an empty label makes a blank line."""
+    if not pairs:
+        return ""
+    width = max(len(label) for label, _ in pairs)
+    pad = " " * indent
+    return "\n".join(f"{pad}{label.ljust(width)}  {cell(value)}".rstrip() if label else "" for label, value in pairs)
+
+
+def percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, enums, sets and tuples turned into plain JSON values (sets sorted)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return jsonable(value.value)
+    if isinstance(value, Mapping):
+        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(jsonable(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(jsonable(value), indent=2, ensure_ascii=False)
+
+
+class Output:
+    """Where a command writes: its data to stdout (as JSON with --json), notes and errors to stderr."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO, *, as_json: bool = False) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        self.as_json = as_json
+
+    def emit(self, data: Any, human: str) -> None:
+        """Print `data` as JSON with --json, else the human rendering."""
+        self.line(dumps(data) if self.as_json else human)
+
+    def line(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def note(self, text: str) -> None:
+        """A hint for people (stderr, so it never mixes into JSON)."""
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+    def error(self, message: str) -> None:
+        self.stderr.write(f"otafleet: error: {message}\n")
+        self.stderr.flush()

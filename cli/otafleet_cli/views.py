@@ -1,0 +1,433 @@
+"""How otafleet's records look on the terminal and in `--json` output.
+
+The JSON shapes are built explicitly here (not dumped from the dataclasses) so scripts can rely on them;
+secrets and their hashes never appear in either form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from otafleet.decision import Decision, Outcome
+from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
+from otafleet.models import Channel, Delivery, Device, Kind, Offer, Product, Release, TrackState
+from otafleet_cli.output import fields, jsonable, percent, table
+
+# --- products ---------------------------------------------------------------------------------------
+
+
+def product_dict(p: Product) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "platform": p.platform,
+        "delivery": p.delivery.value,
+        "enroll": p.enroll,
+        "auth_required": p.auth_required,
+        "allow_downgrade": p.allow_downgrade,
+        "default_channel": p.default_channel,
+        "max_image_bytes": p.max_image_bytes,
+    }
+
+
+def products_table(products: Sequence[Product]) -> str:
+    if not products:
+        return "no products yet: create one with `otafleet product create NAME --platform esp8266`"
+    return table(
+        ["PRODUCT", "PLATFORM", "DELIVERY", "ENROLL", "AUTH", "DOWNGRADE", "DEFAULT CHANNEL"],
+        [
+            [p.name, p.platform, p.delivery, p.enroll, p.auth_required, p.allow_downgrade, p.default_channel]
+            for p in products
+        ],
+    )
+
+
+def product_fields(p: Product) -> str:
+    return fields(
+        [
+            ("product", p.name),
+            ("platform", p.platform),
+            ("delivery", p.delivery),
+            ("enroll", p.enroll),
+            ("auth required", p.auth_required),
+            ("allow downgrade", p.allow_downgrade),
+            ("default channel", p.default_channel),
+        ]
+    )
+
+
+# --- releases ---------------------------------------------------------------------------------------
+
+
+def release_dict(r: Release) -> dict[str, Any]:
+    return {
+        "product": r.product,
+        "kind": r.kind.value,
+        "version": r.version,
+        "state": r.state.value,
+        "reason": r.reason,
+        "size": r.size,
+        "md5": r.md5,
+        "sha256": r.sha256,
+        "appended_sha256": r.appended_sha256,
+        "chip": r.chip,
+        "flash_size_bytes": r.flash_size_bytes,
+        "s3_key": r.s3_key,
+        "s3_version_id": r.s3_version_id,
+        "uploaded_at": r.uploaded_at,
+        "facts": jsonable(r.facts),
+    }
+
+
+def release_fields(r: Release) -> str:
+    pairs: list[tuple[str, object]] = [
+        ("release", f"{r.product} {r.kind.value} {r.version}"),
+        ("state", r.state),
+    ]
+    if r.reason:
+        pairs.append(("reason", r.reason))
+    pairs += [
+        ("size", f"{r.size} bytes"),
+        ("md5", r.md5),
+        ("sha256", r.sha256),
+    ]
+    if r.appended_sha256:
+        pairs.append(("appended sha256", r.appended_sha256))
+    pairs += [("chip", r.chip)]
+    if r.flash_size_bytes:
+        pairs.append(("flash size", f"{r.flash_size_bytes} bytes"))
+    pairs += [("object", r.s3_key), ("object version", r.s3_version_id), ("uploaded", r.uploaded_at)]
+    pairs += [(f"  {k}", v) for k, v in sorted(r.facts.items())]
+    return fields(pairs)
+
+
+def serving(release: Release, channels: Iterable[Channel]) -> list[str]:
+    """Which channels serve the release, e.g. `stable`, `beta 10%`, `stable (previous)`."""
+    marks = []
+    for ch in channels:
+        track = ch.tracks.get(release.kind)
+        if track is None:
+            continue
+        if track.version == release.version:
+            mark = ch.name
+            if track.percent < 100:
+                mark += f" {track.percent}%"
+            if track.state is not TrackState.ACTIVE:
+                mark += f" {track.state.value}"
+            marks.append(mark)
+        elif track.previous == release.version and (track.percent < 100 or track.state is not TrackState.ACTIVE):
+            marks.append(f"{ch.name} (previous)")
+    return marks
+
+
+def releases_table(releases: Sequence[Release], channels: Sequence[Channel]) -> str:
+    if not releases:
+        return "no releases yet: upload one with `otafleet upload FILE --product PRODUCT`"
+    return table(
+        ["KIND", "VERSION", "STATE", "SIZE", "CHIP", "UPLOADED", "CHANNELS", "MD5", "REASON"],
+        [
+            [
+                r.kind,
+                r.version,
+                r.state,
+                r.size,
+                r.chip,
+                r.uploaded_at,
+                ", ".join(serving(r, channels)),
+                r.md5,
+                r.reason,
+            ]
+            for r in releases
+        ],
+    )
+
+
+# --- channels ---------------------------------------------------------------------------------------
+
+
+def track_dict(s: TrackStatus) -> dict[str, Any]:
+    t = s.track
+    return {
+        "product": s.product,
+        "channel": s.channel,
+        "kind": s.kind.value,
+        "version": t.version,
+        "previous": t.previous,
+        "percent": t.percent,
+        "state": t.state.value,
+        "rollback": t.rollback,
+        "successes": t.successes,
+        "failures": t.failures,
+        "failure_rate": s.failure_rate,
+        "max_failure_rate": t.max_failure_rate,
+        "min_devices": t.min_devices,
+        "over_threshold": s.over_threshold,
+    }
+
+
+def tracks_table(statuses: Sequence[TrackStatus], *, with_channel: bool = False) -> str:
+    headers = ["KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "ROLLBACK", "OK", "FAILED", "FAILURE RATE", "HALTS"]
+    if with_channel:
+        headers = ["CHANNEL", *headers]
+    rows = []
+    for s in statuses:
+        t = s.track
+        row: list[object] = [
+            s.kind,
+            t.version,
+            t.previous,
+            f"{t.percent}%",
+            t.state,
+            t.rollback,
+            t.successes,
+            t.failures,
+            percent(s.failure_rate),
+            f"> {percent(t.max_failure_rate)} after {t.min_devices}",
+        ]
+        rows.append([f"{s.product}/{s.channel}", *row] if with_channel else row)
+    return table(headers, rows)
+
+
+def track_advice(statuses: Iterable[TrackStatus]) -> list[str]:
+    notes = []
+    for s in statuses:
+        flag = "--fs " if s.kind is Kind.FS else ""
+        where = f"{s.product} {s.channel}"
+        if s.track.state is TrackState.HALTED:
+            notes.append(
+                f"rollout of {s.product}/{s.channel} {s.kind.value} {s.track.version} HALTED itself: failure rate "
+                f"{percent(s.failure_rate)} over {s.outcomes} devices; "
+                f"`otafleet channel resume --reset-counts {flag}{where}` or `otafleet channel rollback {flag}{where}`"
+            )
+        elif s.track.state is TrackState.PAUSED:
+            notes.append(
+                f"rollout of {s.product}/{s.channel} {s.kind.value} {s.track.version} is paused; "
+                f"`otafleet channel resume {flag}{where}` continues it"
+            )
+    return notes
+
+
+# --- devices ----------------------------------------------------------------------------------------
+
+
+def offer_dict(o: Offer | None) -> dict[str, Any] | None:
+    if o is None:
+        return None
+    return {
+        "kind": o.kind.value,
+        "version": o.version,
+        "count": o.count,
+        "at": o.at,
+        "from_version": o.from_version,
+        "from_md5": o.from_md5,
+    }
+
+
+def device_dict(d: Device, seen_product: str | None = None) -> dict[str, Any]:
+    r = d.reported
+    return {
+        "mac": d.mac,
+        "product": d.product,
+        "channel": d.channel,
+        "assigned": d.assigned,
+        "seen_product": seen_product,
+        "blocked": d.blocked,
+        "pins": {k.value: v for k, v in sorted(d.pins.items(), key=lambda kv: kv[0].value)},
+        "chip": d.chip,
+        "delivery": d.delivery.value if d.delivery else None,
+        "has_credentials": d.secret_hash is not None,
+        "version": device_version(d),
+        "reported": {
+            "version": r.version,
+            "sketch_md5": r.sketch_md5,
+            "sketch_sha256": r.sketch_sha256,
+            "free_space": r.free_space,
+            "sketch_size": r.sketch_size,
+            "chip_size": r.chip_size,
+            "sdk_version": r.sdk_version,
+            "mode": r.mode,
+            "source_ip": r.source_ip,
+            "at": r.at,
+        },
+        "running_version": d.running_version,
+        "running_md5": d.running_md5,
+        "fs_version": d.fs_version,
+        "offer": offer_dict(d.offer),
+        "failed": sorted(d.failed),
+        "checks": d.checks,
+        "last_outcome": d.last_outcome,
+        "last_reason": d.last_reason,
+        "first_seen": d.first_seen,
+    }
+
+
+def _notes(d: Device, seen_product: str | None) -> str:
+    notes = []
+    if d.blocked:
+        notes.append("BLOCKED")
+    if not d.assigned:
+        notes.append(f"unassigned, asked for {seen_product}" if seen_product else "unassigned")
+    for kind, version in sorted(d.pins.items(), key=lambda kv: kv[0].value):
+        notes.append(f"pinned {kind.value} {version}")
+    if d.offer:
+        notes.append(f"offered {d.offer.version} x{d.offer.count}")
+    if d.failed:
+        notes.append("failed " + ", ".join(sorted(d.failed)))
+    return "; ".join(notes)
+
+
+def devices_table(devices: Sequence[Device], seen: dict[str, str] | None = None) -> str:
+    seen = seen or {}
+    return table(
+        ["MAC", "PRODUCT", "CHANNEL", "VERSION", "LAST SEEN", "LAST ANSWER", "NOTES"],
+        [
+            [
+                d.mac,
+                d.product if d.assigned else None,
+                d.channel if d.assigned else None,
+                device_version(d),
+                d.reported.at,
+                d.last_reason,
+                _notes(d, seen.get(d.mac)),
+            ]
+            for d in devices
+        ],
+    )
+
+
+def distribution_dict(dist: Sequence[ProductVersions]) -> list[dict[str, Any]]:
+    return [
+        {"product": p.product, "versions": [{"version": v.version, "devices": v.devices} for v in p.versions]}
+        for p in dist
+    ]
+
+
+def distribution_text(dist: Sequence[ProductVersions]) -> str:
+    rows = []
+    for p in dist:
+        total = sum(v.devices for v in p.versions)
+        for v in p.versions:
+            share = f"{v.devices * 100 / total:.0f}%" if total else "-"
+            rows.append([p.product or "(unassigned)", v.version or "(unknown)", v.devices, share])
+    return table(["PRODUCT", "VERSION", "DEVICES", "SHARE"], rows)
+
+
+def overview_dict(o: FleetOverview) -> dict[str, Any]:
+    return {
+        "devices": [device_dict(d, o.seen_products.get(d.mac)) for d in o.devices],
+        "distribution": distribution_dict(o.distribution),
+        "rollouts": [track_dict(s) for s in o.rollouts],
+    }
+
+
+def overview_text(o: FleetOverview) -> str:
+    if not o.devices:
+        parts = ["no devices"]
+    else:
+        parts = [
+            devices_table(o.devices, o.seen_products),
+            "",
+            "Version distribution",
+            distribution_text(o.distribution),
+        ]
+    if o.rollouts:
+        parts += ["", "Rollouts in progress", tracks_table(o.rollouts, with_channel=True)]
+        parts += track_advice(o.rollouts)
+    return "\n".join(parts)
+
+
+def device_fields(d: Device) -> str:
+    r = d.reported
+    pins = ", ".join(f"{k.value} {v}" for k, v in sorted(d.pins.items(), key=lambda kv: kv[0].value))
+    pairs: list[tuple[str, object]] = [
+        ("device", d.mac),
+        ("product", d.product if d.assigned else f"(unassigned){' last set: ' + d.product if d.product else ''}"),
+        ("channel", d.channel),
+        ("blocked", d.blocked),
+        ("pinned", pins or None),
+        ("chip", d.chip),
+        ("delivery", d.delivery.value if d.delivery else "(product setting)"),
+        ("credentials", "issued" if d.secret_hash else None),
+        ("first seen", d.first_seen),
+        ("checks", d.checks),
+        ("last answer", f"{d.last_outcome} ({d.last_reason})" if d.last_outcome else None),
+        ("", ""),
+        ("last reported", r.at or "never"),
+        ("  version", r.version),
+        ("  sketch md5", r.sketch_md5),
+        ("  sketch sha256", r.sketch_sha256),
+        ("  free space", r.free_space),
+        ("  sketch size", r.sketch_size),
+        ("  chip size", r.chip_size),
+        ("  sdk", r.sdk_version),
+        ("  mode", r.mode),
+        ("  source ip", r.source_ip),
+        ("", ""),
+        ("running", f"{d.running_version} (md5 {d.running_md5 or '-'})" if d.running_version else None),
+        ("filesystem", d.fs_version),
+    ]
+    o = d.offer
+    if o is None:
+        pairs.append(("last offer", None))
+    else:
+        pairs += [
+            ("last offer", f"{o.kind.value} {o.version}"),
+            ("  times offered", o.count),
+            ("  last offered", o.at),
+            ("  from version", o.from_version),
+            ("  from md5", o.from_md5),
+        ]
+    pairs.append(("failed releases", ", ".join(sorted(d.failed)) or None))
+    return fields(pairs)
+
+
+# --- explain ----------------------------------------------------------------------------------------
+
+
+def answer_status(decision: Decision) -> int:
+    """The HTTP status the device would see (an offer is a 302 redirect or a 200 with the image)."""
+    if decision.outcome is Outcome.OFFER and decision.delivery is Delivery.REDIRECT:
+        return 302
+    return decision.status
+
+
+def decision_dict(mac: str, mode: str, decision: Decision, device: Device) -> dict[str, Any]:
+    release = decision.release
+    return {
+        "mac": mac,
+        "mode": mode,
+        "product": decision.product,
+        "channel": decision.channel,
+        "outcome": decision.outcome.value,
+        "status": answer_status(decision),
+        "reason": decision.reason,
+        "detail": decision.detail,
+        "release": None
+        if release is None
+        else {"kind": release.kind.value, "version": release.version, "md5": release.md5, "size": release.size},
+        "delivery": decision.delivery.value if decision.delivery else None,
+        "steps": [{"name": s.name, "result": s.result} for s in decision.steps],
+        "device": {
+            "version": device_version(device),
+            "reported_at": device.reported.at,
+            "offer": offer_dict(device.offer),
+            "failed": sorted(device.failed),
+        },
+    }
+
+
+def decision_text(mac: str, mode: str, decision: Decision, device: Device) -> str:
+    steps = [s for s in decision.steps if s.name != "answer"]
+    head = f"{mac}, mode {mode}: dry run of its next check, as if it reported what it last reported"
+    if device.reported.at:
+        head += f" ({device.reported.at})"
+    lines = [head, table(["#", "STEP", "RESULT"], [[i, s.name, s.result] for i, s in enumerate(steps, 1)])]
+    context: list[tuple[str, object]] = []
+    if device.offer:
+        context.append(("last offer", f"{device.offer.kind.value} {device.offer.version} x{device.offer.count}"))
+    if device.failed:
+        context.append(("failed releases", ", ".join(sorted(device.failed))))
+    if context:
+        lines += ["", fields(context)]
+    lines += ["", f"answer: {answer_status(decision)} {decision.reason}: {decision.detail}"]
+    return "\n".join(lines)

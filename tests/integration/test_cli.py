@@ -1,0 +1,866 @@
+"""The `otafleet` CLI in-process against moto: a CloudFormation stack named `otafleet` whose outputs point at
+the world's tables and bucket, every command's happy path, its main mistakes and their exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from otafleet import credentials
+from otafleet.models import Kind, Release, ReleaseState, TrackState
+from otafleet.storage import clients
+from otafleet_cli import upload
+from otafleet_cli.main import main
+from otafleet_cli.stack import make_session
+from support.devices import basic, esp8266_headers
+from support.world import World, fake_image
+
+MAC = "5C:CF:7F:00:00:01"
+API_URL = "https://abc123.execute-api.eu-west-1.amazonaws.com"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Run = Callable[..., Result]
+
+
+def stack_template(world: World, **override: str) -> str:
+    outputs = {
+        "ApiUrl": API_URL,
+        "FirmwareBucketName": world.settings.firmware_bucket,
+        "DevicesTableName": world.settings.devices_table,
+        "CatalogTableName": world.settings.catalog_table,
+        "Region": world.settings.region,
+        **override,
+    }
+    return json.dumps(
+        {
+            "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {k: {"Value": v} for k, v in outputs.items() if v},
+        }
+    )
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    def invoke(*argv: str) -> Result:
+        capsys.readouterr()  # drop what the test's own service calls logged
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture
+def stack(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
+    boto3.client("cloudformation", region_name=world.settings.region).create_stack(
+        StackName="otafleet", TemplateBody=stack_template(world)
+    )
+    # The CLI must take the names from the stack's outputs, never from the service's environment.
+    for var in ("DEVICES_TABLE", "CATALOG_TABLE", "FIRMWARE_BUCKET"):
+        monkeypatch.setenv(var, "not-from-the-environment")
+    monkeypatch.delenv("OTAFLEET_STACK", raising=False)
+    return world
+
+
+@pytest.fixture
+def door(stack: World) -> World:
+    """door (ESP8266) with 1.0.0 and 1.1.0; stable serves 1.0.0; one device on it."""
+    stack.product("door", "esp8266")
+    stack.release("door", "1.0.0")
+    stack.release("door", "1.1.0")
+    stack.channel("door", app="1.0.0")
+    stack.device(MAC, "door")
+    return stack
+
+
+def check(world: World, mac: str = MAC, **kw: Any) -> int:
+    return world.service().check(esp8266_headers(mac, **kw)).status
+
+
+def error_line(result: Result) -> str:
+    lines = result.err.strip().splitlines()
+    assert lines, "expected an error on stderr"
+    return lines[-1]
+
+
+# --- parsing ------------------------------------------------------------------------------------------
+
+
+def test_help_and_usage_errors(run: Run) -> None:
+    assert run("--help").code == 0
+    result = run()
+    assert result.code == 2 and "required: COMMAND" in result.err
+    result = run("product", "create", "door", "--platform", "esp31")
+    assert result.code == 2 and "invalid choice: 'esp31'" in result.err
+
+
+def test_upload_help_documents_the_version_rule(run: Run) -> None:
+    result = run("upload", "--help")
+    assert result.code == 0
+    assert "door-1.2.0.bin" in " ".join(result.out.split())
+
+
+# --- stack discovery and AWS-side errors --------------------------------------------------------------
+
+
+def test_info(stack: World, run: Run) -> None:
+    result = run("info")
+    assert result.code == 0
+    assert API_URL in result.out and stack.settings.devices_table in result.out
+    data = run("info", "--json").json()
+    assert data == {
+        "stack": "otafleet",
+        "api_url": API_URL,
+        "update_url": f"{API_URL}/update",
+        "bucket": stack.settings.firmware_bucket,
+        "devices_table": stack.settings.devices_table,
+        "catalog_table": stack.settings.catalog_table,
+        "region": "eu-west-1",
+        "endpoint_url": None,
+    }
+    # Global options before the command work too.
+    assert run("--json", "--stack-name", "otafleet", "--region", "eu-west-1", "info").json()["stack"] == "otafleet"
+
+
+def test_stack_name_from_option_and_environment(stack: World, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    boto3.client("cloudformation", region_name="eu-west-1").create_stack(
+        StackName="otafleet-staging", TemplateBody=stack_template(stack, ApiUrl="https://staging.example")
+    )
+    assert run("info", "--json", "--stack-name", "otafleet-staging").json()["api_url"] == "https://staging.example"
+    monkeypatch.setenv("OTAFLEET_STACK", "otafleet-staging")
+    assert run("info", "--json").json()["stack"] == "otafleet-staging"
+
+
+def test_no_stack(world: World, run: Run) -> None:
+    result = run("info")
+    assert result.code == 1
+    assert error_line(result).startswith("otafleet: error: stack 'otafleet' not found in region eu-west-1;")
+    assert (
+        "sam deploy" in result.err
+        and "make run" in result.err
+        and "AWS_ENDPOINT_URL=http://127.0.0.1:4566" in (result.err)
+    )
+    assert run("--region", "us-west-2", "devices").err.count("not found in region us-west-2") == 1
+
+
+def test_stack_without_the_outputs(world: World, run: Run) -> None:
+    boto3.client("cloudformation", region_name="eu-west-1").create_stack(
+        StackName="otafleet", TemplateBody=stack_template(world, DevicesTableName="", CatalogTableName="")
+    )
+    result = run("info")
+    assert result.code == 1
+    assert "stack 'otafleet' has no output DevicesTableName, CatalogTableName" in result.err
+
+
+def test_no_credentials(stack: World, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    result = run("devices")
+    assert result.code == 1
+    assert error_line(result).startswith("otafleet: error: no AWS credentials found")
+
+
+def test_no_region(stack: World, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    result = run("products")
+    assert result.code == 1 and "no AWS region configured: pass --region" in result.err
+    assert run("--region", "eu-west-1", "products").code == 0
+
+
+def test_unknown_profile(stack: World, run: Run) -> None:
+    result = run("--profile", "nosuch", "info")
+    assert result.code == 1
+    assert error_line(result) == "otafleet: error: AWS profile 'nosuch' not found in your AWS config"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_local_endpoint_not_running(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    result = run("info")
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: cannot reach {endpoint}")
+    assert "is the local stack running?" in result.err
+
+
+def test_local_endpoint_needs_no_real_credentials_or_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    session = make_session(None, None)
+    assert session.region_name == "us-east-1"
+    assert session.get_credentials() is not None
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://cloudformation.example.com")
+    with pytest.raises(Exception, match="no AWS region configured"):
+        make_session(None, None)
+
+
+def test_storage_errors_are_one_line(stack: World, run: Run) -> None:
+    clients.dynamodb(stack.settings).delete_table(TableName=stack.settings.devices_table)
+    result = run("devices")
+    assert result.code == 1
+    assert len(result.err.strip().splitlines()) == 1
+    assert "ResourceNotFoundException" in result.err
+
+
+def test_unexpected_errors_are_one_line(stack: World, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from otafleet.fleet import Fleet
+
+    def boom(*args: object, **kw: object) -> None:
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(Fleet, "products", boom)
+    result = run("products")
+    assert (result.code, result.err) == (1, "otafleet: error: RuntimeError: something broke\n")
+
+
+# --- products and releases ----------------------------------------------------------------------------
+
+
+def test_product_create_update_and_list(stack: World, run: Run) -> None:
+    assert "no products yet" in run("products").out
+    result = run("product", "create", "door", "--platform", "esp8266", "--delivery", "inline", "--enroll")
+    assert result.code == 0 and "created product door" in result.err
+    assert "inline" in result.out
+    result = run("product", "create", "door", "--auth", "--no-enroll", "--default-channel", "beta", "--json")
+    assert result.code == 0 and "updated product door" in result.err
+    assert result.json() == {
+        "name": "door",
+        "platform": "esp8266",
+        "delivery": "inline",
+        "enroll": False,
+        "auth_required": True,
+        "allow_downgrade": False,
+        "default_channel": "beta",
+        "max_image_bytes": 16 * 1024 * 1024,
+    }
+    run("product", "create", "cam", "--platform", "esp32s3", "--allow-downgrade")
+    listed = run("products").out.splitlines()
+    assert listed[0].split() == ["PRODUCT", "PLATFORM", "DELIVERY", "ENROLL", "AUTH", "DOWNGRADE", "DEFAULT", "CHANNEL"]
+    assert listed[1].split()[:2] == ["cam", "esp32s3"] and listed[2].split()[:2] == ["door", "esp8266"]
+    assert [p["name"] for p in run("products", "--json").json()] == ["cam", "door"]
+
+
+def test_product_create_needs_a_platform(stack: World, run: Run) -> None:
+    result = run("product", "create", "door")
+    assert result.code == 1
+    assert error_line(result) == (
+        "otafleet: error: product 'door' does not exist yet: --platform is required to create it"
+    )
+
+
+def test_releases(door: World, run: Run) -> None:
+    run("channel", "set", "door", "stable", "1.1.0", "--percent", "10")
+    result = run("releases", "door")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines[0].split()[:3] == ["KIND", "VERSION", "STATE"]
+    assert "stable (previous)" in lines[1] and lines[1].split()[:3] == ["app", "1.0.0", "registered"]
+    assert "stable 10%" in lines[2]
+    data = run("releases", "door", "--json").json()
+    assert [(r["version"], r["channels"]) for r in data] == [
+        ("1.0.0", ["stable (previous)"]),
+        ("1.1.0", ["stable 10%"]),
+    ]
+    release = door.catalog.get_release("door", Kind.APP, "1.1.0")
+    assert release is not None and data[1]["md5"] == release.md5 and data[1]["s3_key"] == "firmware/door/1.1.0.bin"
+    result = run("releases", "nope")
+    assert result.code == 1 and "unknown product 'nope'" in result.err
+
+
+# --- channels -----------------------------------------------------------------------------------------
+
+
+def test_channel_set_show_and_staging(door: World, run: Run) -> None:
+    result = run(
+        "channel",
+        "set",
+        "door",
+        "stable",
+        "1.1.0",
+        "--percent",
+        "10",
+        "--max-failure-rate",
+        "0.1",
+        "--min-devices",
+        "5",
+        "--json",
+    )
+    assert result.code == 0
+    assert result.json() == {
+        "product": "door",
+        "channel": "stable",
+        "kind": "app",
+        "version": "1.1.0",
+        "previous": "1.0.0",
+        "percent": 10,
+        "state": "active",
+        "rollback": False,
+        "successes": 0,
+        "failures": 0,
+        "failure_rate": None,
+        "max_failure_rate": 0.1,
+        "min_devices": 5,
+        "over_threshold": False,
+    }
+    shown = run("channel", "show", "door", "stable")
+    assert shown.code == 0
+    header, row = shown.out.splitlines()
+    assert header.split()[:4] == ["CHANNEL", "KIND", "VERSION", "PREVIOUS"]
+    assert row.split()[:6] == ["door/stable", "app", "1.1.0", "1.0.0", "10%", "active"]
+    assert "> 10.0% after 5" in row
+    assert run("channel", "show", "door", "stable", "--json").json()[0]["percent"] == 10
+
+
+def test_channel_set_fs_track(door: World, run: Run) -> None:
+    door.release("door", "fs-1", kind=Kind.FS)
+    result = run("channel", "set", "door", "stable", "fs-1", "--fs", "--json")
+    assert result.code == 0 and result.json()["kind"] == "fs"
+    kinds = [t["kind"] for t in run("channel", "show", "door", "stable", "--json").json()]
+    assert kinds == ["app", "fs"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["channel", "set", "door", "stable", "9.9"], "door has no app release '9.9' (registered: 1.0.0, 1.1.0)"),
+        (["channel", "set", "door", "stable", "1.1.0", "--percent", "0"], "percent must be between 1 and 100, not 0"),
+        (["channel", "set", "nope", "stable", "1.1.0"], "unknown product 'nope'"),
+        (["channel", "show", "door", "beta"], "product 'door' has no channel 'beta' (channels: stable)"),
+        (["channel", "rollback", "door", "stable"], "door/stable has no previous app release to roll back to"),
+        (["channel", "pause", "door", "beta"], "door/beta has no app release"),
+    ],
+)
+def test_channel_mistakes(door: World, run: Run, argv: list[str], message: str) -> None:
+    result = run(*argv)
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: {message}")
+
+
+def test_channel_set_refuses_a_rejected_release(door: World, run: Run) -> None:
+    door.catalog.add_release(
+        Release(
+            "door",
+            Kind.APP,
+            "2.0.0",
+            10,
+            "0" * 32,
+            "0" * 64,
+            "firmware/door/2.0.0.bin",
+            state=ReleaseState.REJECTED,
+            reason="segment 3 runs past the end of the file at offset 0x1f40",
+        )
+    )
+    result = run("channel", "set", "door", "stable", "2.0.0")
+    assert result.code == 1
+    assert "door app 2.0.0 was rejected: segment 3 runs past the end of the file at offset 0x1f40" in result.err
+
+
+def test_rollback_pause_resume(door: World, run: Run) -> None:
+    run("channel", "set", "door", "stable", "1.1.0")
+    assert check(door, version="1.0.0") == 302
+    result = run("channel", "pause", "door", "stable", "--json")
+    assert result.code == 0 and result.json()["state"] == "paused"
+    assert "is paused" in result.err
+    result = run("channel", "resume", "door", "stable", "--json")
+    assert result.json()["state"] == "active"
+    result = run("channel", "rollback", "door", "stable", "--json")
+    assert result.code == 0
+    data = result.json()
+    assert (data["version"], data["rollback"], data["previous"]) == ("1.0.0", True, None)
+    # Devices that took 1.1.0 accept 1.0.0 back.
+    assert check(door, version="1.1.0") == 302
+
+
+def test_halted_rollout_is_shown_with_what_to_do(door: World, run: Run) -> None:
+    run("channel", "set", "door", "stable", "1.1.0", "--percent", "20")
+    door.catalog.set_track_state("door", "stable", Kind.APP, "1.1.0", TrackState.HALTED)
+    result = run("channel", "show", "door", "stable")
+    assert "halted" in result.out
+    assert "HALTED itself" in result.err and "otafleet channel resume --reset-counts door stable" in result.err
+    devices = run("devices")
+    assert "Rollouts in progress" in devices.out and "HALTED itself" in devices.out
+    assert run("devices", "--json").json()["rollouts"][0]["state"] == "halted"
+    resumed = run("channel", "resume", "door", "stable", "--reset-counts", "--json").json()
+    assert (resumed["state"], resumed["failures"]) == ("active", 0)
+
+
+# --- devices ------------------------------------------------------------------------------------------
+
+
+def test_device_assign(door: World, run: Run) -> None:
+    result = run("device", "assign", "5c-cf-7f-00-00-02", "--product", "door", "--pin", "1.1.0", "--json")
+    assert result.code == 0
+    data = result.json()
+    assert (data["mac"], data["product"], data["channel"], data["pins"]) == (
+        "5C:CF:7F:00:00:02",
+        "door",
+        "stable",
+        {"app": "1.1.0"},
+    )
+    assert "5C:CF:7F:00:00:02 → door/stable" in result.err
+    assert check(door, "5C:CF:7F:00:00:02", version="1.0.0") == 302
+    moved = run("device", "assign", "5C:CF:7F:00:00:02", "--product", "door", "--channel", "beta", "--unpin", "--json")
+    assert moved.json()["channel"] == "beta" and moved.json()["pins"] == {}
+    assert "door/beta serves nothing yet: `otafleet channel set door beta VERSION`" in moved.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["device", "assign", "zz:zz", "--product", "door"], "not a MAC address: 'zz:zz'"),
+        (["device", "assign", MAC, "--product", "nope"], "unknown product 'nope'"),
+        (["device", "assign", MAC, "--product", "door", "--pin", "3.0"], "door has no app release '3.0'"),
+        (["device", "show", "5C:CF:7F:00:00:09"], "unknown device 5C:CF:7F:00:00:09"),
+        (["device", "block", "5C:CF:7F:00:00:09"], "unknown device 5C:CF:7F:00:00:09: assign it first"),
+        (["device", "unblock", "nonsense"], "not a MAC address: 'nonsense'"),
+        (["device", "credentials", "5C:CF:7F:00:00:09"], "unknown device 5C:CF:7F:00:00:09: assign it first"),
+        (["device", "retry", "5C:CF:7F:00:00:09"], "unknown device 5C:CF:7F:00:00:09"),
+        (["explain", "5C:CF:7F:00:00:09"], "unknown device 5C:CF:7F:00:00:09"),
+        (["devices", "--product", "nope"], "unknown product 'nope'"),
+    ],
+)
+def test_device_mistakes(door: World, run: Run, argv: list[str], message: str) -> None:
+    result = run(*argv)
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: {message}")
+
+
+def test_block_and_unblock(door: World, run: Run) -> None:
+    result = run("device", "block", MAC.lower())
+    assert result.code == 0 and "blocked" in result.err
+    assert check(door, version="1.0.0") == 403
+    assert run("device", "unblock", MAC, "--json").json()["blocked"] is False
+    assert check(door, version="1.0.0") == 304
+
+
+def test_device_show_everything_known(door: World, run: Run) -> None:
+    run("channel", "set", "door", "stable", "1.1.0")
+    door.service().check(
+        esp8266_headers(MAC, version="1.0.0", md5="a" * 32, free_space=500_000), source_ip="198.51.100.4"
+    )
+    result = run("device", "show", MAC)
+    assert result.code == 0
+    out = result.out
+    for expected in (
+        "door",
+        "stable",
+        "1.0.0",
+        "a" * 32,
+        "500000",
+        "4194304",
+        "2.2.2-dev(38a443e)",
+        "198.51.100.4",
+        "app 1.1.0",
+        "times offered",
+        "offer (offer)",
+    ):
+        assert expected in out, expected
+    data = run("device", "show", MAC, "--json").json()
+    assert data["reported"]["free_space"] == 500_000
+    assert data["reported"]["source_ip"] == "198.51.100.4"
+    assert data["offer"]["version"] == "1.1.0" and data["offer"]["count"] == 1
+    assert (data["last_outcome"], data["last_reason"], data["has_credentials"]) == ("offer", "offer", False)
+    assert "secret_hash" not in data
+
+
+def test_device_credentials(door: World, run: Run) -> None:
+    door.product("door", "esp8266", auth_required=True)
+    result = run("device", "credentials", MAC, "--json")
+    assert result.code == 0
+    data = result.json()
+    assert (data["mac"], data["user"], data["auth_required"]) == (MAC, MAC, True)
+    secret = data["secret"]
+    device = door.devices.get(MAC)
+    assert device is not None and device.secret_hash == credentials.hash_secret(secret)
+    assert credentials.verify(basic(MAC, secret), MAC, device.secret_hash)
+    assert "shown once" in result.err
+    assert check(door, version="0.1", auth=(MAC, secret)) == 200
+    assert run("device", "show", MAC, "--json").json()["has_credentials"] is True
+    # Human output shows the secret on stdout, and hints when the product does not ask for it.
+    door.product("door", "esp8266")
+    human = run("device", "credentials", MAC)
+    assert human.out.split()[0] == MAC and len(human.out.split()[1]) >= 40
+    assert "does not require auth yet" in human.err
+
+
+def test_device_retry(door: World, run: Run) -> None:
+    run("channel", "set", "door", "stable", "1.1.0")
+    for _ in range(4):
+        check(door, version="1.0.0", md5="b" * 32)
+    assert run("device", "show", MAC, "--json").json()["failed"] == ["app:1.1.0"]
+    result = run("device", "retry", MAC, "--json")
+    assert result.code == 0
+    assert result.json()["failed"] == [] and result.json()["offer"] is None
+    assert check(door, version="1.0.0", md5="b" * 32) == 302
+
+
+def test_devices_with_version_distribution(door: World, run: Run) -> None:
+    door.device("5C:CF:7F:00:00:02", "door")
+    door.device("5C:CF:7F:00:00:03", "door")
+    check(door, MAC, version="1.0.0")
+    check(door, "5C:CF:7F:00:00:02", version="1.0.0")
+    check(door, "5C:CF:7F:00:00:03", version="0.9.0")
+    door.service().check(esp8266_headers("5C:CF:7F:00:00:04", version="0.1"), product="door")
+    result = run("devices")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines[0].split()[:4] == ["MAC", "PRODUCT", "CHANNEL", "VERSION"]
+    assert "unassigned, asked for door" in result.out
+    dist = lines[lines.index("Version distribution") + 1 :]
+    assert [line.split() for line in dist] == [
+        ["PRODUCT", "VERSION", "DEVICES", "SHARE"],
+        ["door", "0.9.0", "1", "33%"],
+        ["door", "1.0.0", "2", "67%"],
+        ["(unassigned)", "0.1", "1", "100%"],
+    ]
+    data = run("devices", "--json").json()
+    assert [d["mac"] for d in data["devices"]] == [MAC, "5C:CF:7F:00:00:02", "5C:CF:7F:00:00:03", "5C:CF:7F:00:00:04"]
+    assert data["distribution"][0] == {
+        "product": "door",
+        "versions": [{"version": "0.9.0", "devices": 1}, {"version": "1.0.0", "devices": 2}],
+    }
+    unassigned = run("devices", "--unassigned", "--json").json()
+    assert [(d["mac"], d["seen_product"]) for d in unassigned["devices"]] == [("5C:CF:7F:00:00:04", "door")]
+    assert len(run("devices", "--product", "door", "--json").json()["devices"]) == 3
+
+
+def test_devices_when_there_are_none(stack: World, run: Run) -> None:
+    result = run("devices")
+    assert (result.code, result.out) == (0, "no devices\n")
+
+
+# --- explain ------------------------------------------------------------------------------------------
+
+
+def test_explain_prints_each_step_and_the_answer(door: World, run: Run) -> None:
+    run("channel", "set", "door", "stable", "1.1.0", "--percent", "100")
+    check(door, version="1.0.0")
+    result = run("explain", MAC.lower())
+    assert result.code == 0
+    for step in ("dialect", "identity", "device", "target", "already there", "safety", "delivery"):
+        assert f" {step} " in result.out, step
+    assert result.out.strip().splitlines()[-1] == "answer: 302 offer: offering app 1.1.0 (redirect)"
+    data = run("explain", MAC, "--json").json()
+    assert (data["outcome"], data["status"], data["reason"], data["delivery"]) == ("offer", 302, "offer", "redirect")
+    assert data["release"]["version"] == "1.1.0"
+    assert [s["name"] for s in data["steps"]][:3] == ["dialect", "identity", "device"]
+    assert data["steps"][-1]["name"] == "answer"
+    # Explain writes nothing: the device still has its one check's offer.
+    assert door.devices.get(MAC).checks == 1  # type: ignore[union-attr]
+
+
+def test_explain_staged_rollout_shows_the_bucket(door: World, run: Run) -> None:
+    run("channel", "set", "door", "stable", "1.1.0", "--percent", "1")
+    check(door, version="1.0.0")
+    data = run("explain", MAC, "--json").json()
+    target = next(s["result"] for s in data["steps"] if s["name"] == "target")
+    assert "bucket" in target and "1%" in target
+
+
+def test_explain_filesystem_mode(door: World, run: Run) -> None:
+    check(door, version="1.0.0")
+    data = run("explain", MAC, "--mode", "spiffs", "--json").json()
+    assert (data["mode"], data["status"], data["reason"]) == ("spiffs", 304, "no-target")
+
+
+# --- upload -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "door-1.2.0.bin"
+    path.write_bytes(fake_image("door-1.2.0", 8192))
+    return path
+
+
+def register_uploads(world: World, state: ReleaseState, reason: str | None) -> None:
+    """Stand-in for the publish function: records a verdict on every uploaded object, as ingest does."""
+    s3 = clients.s3(world.settings)
+    bucket = world.settings.firmware_bucket
+    for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        key = obj["Key"]
+        folder, product, name = key.split("/")
+        got = s3.get_object(Bucket=bucket, Key=key)
+        body = got["Body"].read()
+        release = Release(
+            product,
+            Kind.FS if folder == "filesystem" else Kind.APP,
+            name.removesuffix(".bin"),
+            len(body),
+            hashlib.md5(body).hexdigest(),
+            hashlib.sha256(body).hexdigest(),
+            key,
+            s3_version_id=got.get("VersionId"),
+            chip="esp8266",
+        )
+        if world.catalog.get_release(release.product, release.kind, release.version) is not None:
+            continue
+        if state is ReleaseState.REJECTED:
+            world.catalog.add_rejection(replace(release, state=state, reason=reason))
+        else:
+            world.catalog.add_release(release)
+
+
+def publish_on_first_wait(
+    monkeypatch: pytest.MonkeyPatch,
+    world: World,
+    state: ReleaseState = ReleaseState.REGISTERED,
+    reason: str | None = None,
+) -> list[float]:
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 1:
+            register_uploads(world, state, reason)
+
+    monkeypatch.setattr(upload, "_sleep", sleep)
+    return naps
+
+
+def test_upload_puts_the_object_by_convention_and_waits_for_registration(
+    door: World, run: Run, image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    naps = publish_on_first_wait(monkeypatch, door)
+    result = run("upload", str(image), "--product", "door", "--channel", "beta")
+    assert result.code == 0, result.err
+    obj = clients.s3(door.settings).head_object(Bucket=door.settings.firmware_bucket, Key="firmware/door/1.2.0.bin")
+    assert obj["Metadata"] == {"channel": "beta"}
+    assert obj["ContentLength"] == 8192
+    assert naps and "waiting for registration" in result.err
+    assert "door app 1.2.0" in result.out and "registered" in result.out
+    assert hashlib.md5(image.read_bytes()).hexdigest() in result.out
+
+
+def test_upload_fs_with_explicit_version_json(
+    door: World, run: Run, image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_on_first_wait(monkeypatch, door)
+    result = run("upload", str(image), "--product", "door", "--fs", "--version", "fs-7", "--json")
+    assert result.code == 0, result.err
+    data = result.json()
+    assert (data["status"], data["key"], data["release"]["kind"]) == ("registered", "filesystem/door/fs-7.bin", "fs")
+    head = clients.s3(door.settings).head_object(Bucket=door.settings.firmware_bucket, Key="filesystem/door/fs-7.bin")
+    assert head["Metadata"] == {}
+
+
+def test_upload_rejected_prints_the_reason_and_exits_1(
+    door: World, run: Run, image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reason = "not an ESP image: byte 0 is 0x00, expected magic 0xE9"
+    publish_on_first_wait(monkeypatch, door, ReleaseState.REJECTED, reason)
+    result = run("upload", str(image), "--product", "door")
+    assert result.code == 1
+    assert reason in result.out
+    assert error_line(result) == f"otafleet: error: door app 1.2.0 was rejected: {reason}"
+    # The same bytes again get a fresh verdict (the product's settings may have changed), not the old one.
+    publish_on_first_wait(monkeypatch, door, ReleaseState.REJECTED, "still not an image")
+    again = run("upload", str(image), "--product", "door", "--json")
+    assert again.code == 1
+    assert (again.json()["status"], again.json()["release"]["reason"]) == ("rejected", "still not an image")
+
+
+def test_upload_timeout_exits_2(door: World, run: Run, image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(upload, "_clock", lambda: clock[0])
+    monkeypatch.setattr(upload, "_sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    result = run("upload", str(image), "--product", "door", "--timeout", "5")
+    assert result.code == 2
+    assert "not registered within 5 s: registration did not happen (is the publish function running?" in result.err
+    assert clock[0] == pytest.approx(5.0)
+    keys = [
+        o["Key"] for o in clients.s3(door.settings).list_objects_v2(Bucket=door.settings.firmware_bucket)["Contents"]
+    ]
+    assert "firmware/door/1.2.0.bin" in keys
+
+
+def test_upload_of_an_already_registered_release(
+    door: World, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    same = tmp_path / "1.1.0.bin"
+    same.write_bytes(fake_image("door-1.1.0"))  # the bytes World.release registered for 1.1.0
+    monkeypatch.setattr(upload, "_sleep", lambda s: pytest.fail("must not wait"))
+    result = run("upload", str(same), "--product", "door", "--channel", "stable")
+    assert result.code == 0
+    assert "already registered with these bytes; nothing uploaded" in result.err
+    assert run("channel", "show", "door", "stable", "--json").json()[0]["version"] == "1.1.0"
+    other = tmp_path / "door-1.0.0.bin"
+    other.write_bytes(b"\xe9different")
+    result = run("upload", str(other), "--product", "door")
+    assert result.code == 1
+    assert "door app 1.0.0 is already registered with other bytes" in result.err
+    assert "releases are immutable" in result.err
+
+
+def ingest_on_first_wait(monkeypatch: pytest.MonkeyPatch, world: World, key: str) -> None:
+    """The real ingest core, run as S3 → publish function would run it, while the CLI waits."""
+    from otafleet.ingest import Ingest
+
+    def sleep(seconds: float) -> None:
+        if world.catalog.get_release("door", Kind.APP, key.split("/")[-1].removesuffix(".bin")) is None:
+            head = clients.s3(world.settings).head_object(Bucket=world.settings.firmware_bucket, Key=key)
+            logging.disable(logging.CRITICAL)  # its log handler may hold an earlier test's closed stdout
+            try:
+                Ingest(world.catalog, world.blobs).register(key, head.get("VersionId"))
+            finally:
+                logging.disable(logging.NOTSET)
+
+    monkeypatch.setattr(upload, "_sleep", sleep)
+
+
+def test_upload_through_the_real_ingest(door: World, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from otafleet_local.sample_images import build_esp8266_image
+
+    image = tmp_path / "door-1.3.0.bin"
+    image.write_bytes(build_esp8266_image(seed=3))
+    ingest_on_first_wait(monkeypatch, door, "firmware/door/1.3.0.bin")
+    result = run("upload", str(image), "--product", "door", "--channel", "stable", "--json")
+    assert result.code == 0, result.err
+    data = result.json()
+    assert (data["status"], data["release"]["md5"]) == ("registered", hashlib.md5(image.read_bytes()).hexdigest())
+    assert run("channel", "show", "door", "stable", "--json").json()[0]["version"] == "1.3.0"
+
+    garbage = tmp_path / "door-1.4.0.bin"
+    garbage.write_bytes(b"not firmware at all")
+    ingest_on_first_wait(monkeypatch, door, "firmware/door/1.4.0.bin")
+    result = run("upload", str(garbage), "--product", "door")
+    assert result.code == 1
+    rejected = door.catalog.upload_status("door", Kind.APP, "1.4.0", hashlib.sha256(garbage.read_bytes()).hexdigest())
+    assert rejected is not None and rejected.reason
+    assert error_line(result) == f"otafleet: error: door app 1.4.0 was rejected: {rejected.reason}"
+    assert door.catalog.get_release("door", Kind.APP, "1.4.0") is None  # never a release
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["upload", "missing.bin", "--product", "door"], "file not found: missing.bin"),
+        (["upload", "{image}", "--product", "nope"], "unknown product 'nope'"),
+        (["upload", "{door_bin}", "--product", "door"], "cannot tell the version from the file name 'door.bin'"),
+        (["upload", "{image}", "--product", "door", "--version", "a b"], "invalid version 'a b'"),
+        (["upload", "{image}", "--product", "door", "--channel", "x/y"], "invalid channel name 'x/y'"),
+        (["upload", "{dir}", "--product", "door"], "not a file"),
+    ],
+)
+def test_upload_mistakes(door: World, run: Run, image: Path, argv: list[str], message: str) -> None:
+    door_bin = image.with_name("door.bin")
+    door_bin.write_bytes(b"\xe9")
+    values = {"image": str(image), "door_bin": str(door_bin), "dir": str(image.parent)}
+    result = run(*[a.format(**values) for a in argv])
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: {message}")
+    assert "Contents" not in clients.s3(door.settings).list_objects_v2(Bucket=door.settings.firmware_bucket) or all(
+        not o["Key"].endswith("1.2.0.bin")
+        for o in clients.s3(door.settings).list_objects_v2(Bucket=door.settings.firmware_bucket)["Contents"]
+    )
+
+
+# --- the same discovery path against an AWS endpoint on loopback (what the local stack provides) ----------
+
+
+@pytest.fixture
+def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    # A user of the local stack sets only AWS_ENDPOINT_URL: no credentials, no region.
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    monkeypatch.delenv("OTAFLEET_STACK", raising=False)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> None:
+    from otafleet.config import Settings
+    from otafleet_local import resources
+
+    session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    settings = Settings("local-devices", "local-catalog", "local-firmware", "us-east-1", endpoint_url=endpoint)
+    s3 = session.client("s3", endpoint_url=endpoint)
+    resources.create(settings, session.client("dynamodb", endpoint_url=endpoint), s3)
+    outputs = {
+        "ApiUrl": "http://127.0.0.1:3000",
+        "FirmwareBucketName": "local-firmware",
+        "DevicesTableName": "local-devices",
+        "CatalogTableName": "local-catalog",
+        "Region": "us-east-1",
+    }
+    session.client("cloudformation", endpoint_url=endpoint).create_stack(
+        StackName="otafleet",
+        TemplateBody=json.dumps(
+            {
+                "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
+                "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+            }
+        ),
+    )
+
+    info = run("info", "--json")
+    assert info.code == 0, info.err
+    assert (info.json()["endpoint_url"], info.json()["devices_table"]) == (endpoint, "local-devices")
+    assert run("product", "create", "door", "--platform", "esp8266").code == 0
+    image = tmp_path / "door-2.0.0.bin"
+    image.write_bytes(fake_image("door-2.0.0"))
+    result = run("upload", str(image), "--product", "door", "--channel", "beta", "--timeout", "0")
+    assert result.code == 2  # nothing registers uploads here
+    assert "registration did not happen" in result.err and "make run" in result.err
+    head = s3.head_object(Bucket="local-firmware", Key="firmware/door/2.0.0.bin")
+    assert (head["ContentLength"], head["Metadata"]) == (4096, {"channel": "beta"})
+    assert run("device", "assign", MAC, "--product", "door", "--json").json()["channel"] == "stable"
+    assert run("devices", "--json").json()["devices"][0]["mac"] == MAC
+
+
+def test_import_php_mapping_dry_run_then_apply(door: World, run: Run, tmp_path: Path) -> None:
+    mapping = tmp_path / "devices.php"
+    mapping.write_text(
+        '<?php\n$db = array(\n  "18:FE:AA:AA:AA:AA" => "1.0.0",\n  "18:FE:AA:AA:AA:BB" => "1.1.0",\n);\n'
+    )
+    dry = run("import", str(mapping), "--product", "door", "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "18:FE:AA:AA:AA:AA" in dry.out and "nothing written" in dry.out
+    assert door.devices.get("18:FE:AA:AA:AA:AA") is None
+    applied = run("import", str(mapping), "--product", "door")
+    assert applied.code == 0, applied.err
+    device = door.devices.get("18:FE:AA:AA:AA:BB")
+    assert device is not None and device.product == "door" and device.pins == {Kind.APP: "1.1.0"}
+
+
+def test_import_unknown_product_is_one_line(door: World, run: Run, tmp_path: Path) -> None:
+    mapping = tmp_path / "devices.json"
+    mapping.write_text('{"18:FE:AA:AA:AA:AA": "1.0.0"}')
+    result = run("import", str(mapping), "--product", "ghost")
+    assert result.code == 1 and result.err.startswith("otafleet: error: unknown product 'ghost'")

@@ -1,0 +1,74 @@
+"""Tables, field blocks and JSON conversion of the CLI's output module."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+from otafleet.models import Kind, TrackState
+from otafleet_cli.output import Output, cell, dumps, fields, jsonable, percent, table
+
+
+def test_table_aligns_columns_without_trailing_blanks() -> None:
+    text = table(["NAME", "N", "NOTE"], [["door", 1, None], ["temperature", 12, "x"]])
+    assert text.splitlines() == [
+        "NAME         N   NOTE",
+        "door         1   -",
+        "temperature  12  x",
+    ]
+
+
+def test_table_with_no_rows_is_just_the_header() -> None:
+    assert table(["A", "B"], []) == "A  B"
+
+
+def test_cells() -> None:
+    assert [cell(None), cell(""), cell(True), cell(False), cell(Kind.FS), cell(3)] == ["-", "-", "yes", "no", "fs", "3"]
+
+
+def test_fields_align_values_and_blank_labels_make_blank_lines() -> None:
+    assert fields([("device", "AA"), ("", ""), ("free space", 5), ("pins", None)]).splitlines() == [
+        "device      AA",
+        "",
+        "free space  5",
+        "pins        -",
+    ]
+    assert fields([]) == ""
+
+
+def test_percent() -> None:
+    assert (percent(None), percent(0.2), percent(1 / 3)) == ("-", "20.0%", "33.3%")
+
+
+@dataclass(frozen=True)
+class Sample:
+    kind: Kind
+    state: TrackState
+    tags: frozenset[str] = frozenset({"b", "a"})
+    pins: dict[Kind, str] = field(default_factory=lambda: {Kind.APP: "1.0"})
+    steps: tuple[int, ...] = (1, 2)
+
+
+def test_jsonable_turns_models_into_plain_values() -> None:
+    assert jsonable(Sample(Kind.APP, TrackState.HALTED)) == {
+        "kind": "app",
+        "state": "halted",
+        "tags": ["a", "b"],
+        "pins": {"app": "1.0"},
+        "steps": [1, 2],
+    }
+    assert json.loads(dumps({"x": Sample(Kind.FS, TrackState.ACTIVE)}))["x"]["kind"] == "fs"
+
+
+def test_output_separates_data_from_notes_and_errors() -> None:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    out = Output(stdout, stderr, as_json=True)
+    out.emit({"a": 1}, "human")
+    out.note("a hint")
+    out.error("it broke")
+    assert json.loads(stdout.getvalue()) == {"a": 1}
+    assert stderr.getvalue() == "a hint\notafleet: error: it broke\n"
+    human = io.StringIO()
+    Output(human, stderr).emit({"a": 1}, "human")
+    assert human.getvalue() == "human\n"
