@@ -11,18 +11,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SAM := $(TOOLS)/bin/sam
 SAM_STAMP := $(TOOLS)/sam-$(SAM_VERSION).installed
+# checkov pins many packages of its own, so like SAM CLI it lives in a separate tool environment.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(TOOLS)/checkov-$(CHECKOV_VERSION).installed
 
 # Never talk to AWS from here: SAM CLI telemetry off, fake credentials for anything local.
 export SAM_CLI_TELEMETRY := 0
 export UV_TOOL_DIR := $(CURDIR)/$(TOOLS)/uv-tools
 export UV_TOOL_BIN_DIR := $(CURDIR)/$(TOOLS)/bin
 
-.PHONY: help setup run test lint typecheck pytest template-check sam-build workflow-lint bench clean
+.PHONY: help setup run test lint typecheck pytest template-check checkov sam-build workflow-lint load bench clean
 
 help:
 	@echo "make run    start the local stack with demo data (http://127.0.0.1:3000)"
 	@echo "make test   lint, type-check, every test, template checks and sam build"
 	@echo "make bench  benchmarks, printed as ratios against a floor measured in the same run"
+	@echo "make load   bounded load test of the local stack (a few thousand device-shaped requests)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)/uv
@@ -38,6 +42,10 @@ $(SAM_STAMP): | $(UV)
 	$(UV) tool install --force --quiet --python $(PYTHON) aws-sam-cli==$(SAM_VERSION)
 	@touch $@
 
+$(CHECKOV_STAMP): | $(UV)
+	$(UV) tool install --force --quiet --python $(PYTHON) checkov==$(CHECKOV_VERSION)
+	@touch $@
+
 run: setup
 	$(VENV)/bin/otafleet-local $(ARGS)
 
@@ -48,8 +56,9 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy functions cli local tests scripts $(wildcard bench/*.py)
 
-pytest: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The template security tests run checkov too (front door on and off), so it is installed first.
+pytest: setup $(CHECKOV_STAMP)
+	OTAFLEET_REQUIRE_TOOLS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 template-check: setup $(SAM_STAMP)
 	$(PY) scripts/template_check.py --sam $(SAM)
@@ -57,10 +66,16 @@ template-check: setup $(SAM_STAMP)
 sam-build: setup $(SAM_STAMP)
 	bash scripts/sam_build_smoke.sh $(SAM)
 
+checkov: template-check $(CHECKOV_STAMP)
+	$(PY) scripts/checkov_check.py --checkov $(TOOLS)/bin/checkov
+
+load: setup
+	OTAFLEET_LOAD=1 $(PY) -m pytest tests/hardening/test_load.py -q
+
 workflow-lint: setup
 	bash scripts/lint_workflows.sh
 
-test: lint typecheck pytest template-check sam-build workflow-lint
+test: lint typecheck pytest template-check checkov sam-build workflow-lint
 	@echo "make test: all checks passed"
 
 bench: setup

@@ -20,7 +20,7 @@ from otafleet.protocol import CheckRequest, ProtocolError, parse_check
 from otafleet.storage.blobs import BlobStore
 from otafleet.storage.catalog import CatalogStore
 from otafleet.storage.devices import DeviceStore
-from otafleet.storage.errors import NotFound, StorageUnavailable
+from otafleet.storage.errors import Conflict, NotFound, StorageUnavailable
 from otafleet.storage.items import counter_name
 
 RETRY_AFTER_SECONDS = "300"
@@ -74,7 +74,7 @@ class UpdateService:
             decision = self.decide(req)
             answer = delivery.answer_for(decision, self.blobs)
             self._record(req, decision)
-        except (StorageUnavailable, NotFound) as fault:
+        except (StorageUnavailable, NotFound, Conflict) as fault:  # Conflict: a record changed under the check
             log.error("storage unavailable", extra={"mac": req.mac, "error": str(fault)})
             count("StorageFaults")
             return unavailable()

@@ -349,12 +349,14 @@ def test_custom_domain_with_its_certificate(translated: dict[str, Any]) -> None:
     assert certificate["MinimumProtocolVersion"].startswith("TLSv1.2")
 
 
-@pytest.mark.skipif(not CHECKOV.exists(), reason=f"checkov is not installed at {CHECKOV} (make installs it)")
 @pytest.mark.parametrize("setting", ["on-http", "on-domain"])
 def test_checkov_passes_with_the_front_door_on(translated: dict[str, Any], setting: str, tmp_path: Path) -> None:
     """scripts/checkov_check.py checks the default translation, where the front door is off; checkov
     evaluates conditions from parameter defaults, so the deployments with it on are checked here."""
     from scripts import checkov_check
+    from support.tools import require_tool
+
+    require_tool(CHECKOV)
 
     path = tmp_path / f"front-door-{setting}.json"
     path.write_text(json.dumps(rendered(translated, SETTINGS[setting]), indent=2), encoding="utf-8")

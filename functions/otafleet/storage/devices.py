@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from otafleet.config import Settings
@@ -47,7 +48,13 @@ class DeviceStore:
         update = _check_update(mac, record)
         with translated():
             if rollout_event is None:
-                self.client.update_item(TableName=self.table, **update)
+                try:
+                    self.client.update_item(TableName=self.table, **update)
+                except self.client.exceptions.ConditionalCheckFailedException:
+                    # A concurrent check of this device recorded the same new offer first: count this one
+                    # as a repeat instead of resetting offer_count to 1.
+                    repeat = _check_update(mac, replace(record, offer_is_new=False))
+                    self.client.update_item(TableName=self.table, **repeat)
                 return
             _, product, channel, counter = rollout_event
             self.client.transact_write_items(
@@ -161,10 +168,14 @@ def _check_update(mac: str, record: Record) -> dict[str, Any]:
     if record.seen_product:
         sets.append("seen_product = :seen")
         values[":seen"] = record.seen_product
+    condition: str | None = None
     if record.offer is not None:
         if record.offer_is_new:
             sets += ["offer = :offer", "offer_count = :one"]
             values[":offer"] = offer_to_map(record.offer)
+            # Only while the record holds no offer of this release (see record_check).
+            condition = "attribute_not_exists(offer) OR offer.#ov <> :ov OR offer.#ok <> :ok"
+            values.update({":ov": record.offer.version, ":ok": record.offer.kind.value})
         else:
             sets.append("offer.#at = :at")
             adds.append("offer_count :one")
@@ -197,6 +208,10 @@ def _check_update(mac: str, record: Record) -> dict[str, Any]:
     }
     if "#at" in expression:
         update["ExpressionAttributeNames"] = {"#at": "at"}
+    if condition is not None:
+        update["ConditionExpression"] = condition
+        names = {**update.get("ExpressionAttributeNames", {}), "#ov": "version", "#ok": "kind"}
+        update["ExpressionAttributeNames"] = names
     return update
 
 
