@@ -67,7 +67,7 @@ sam-build: setup $(SAM_STAMP)
 	bash scripts/sam_build_smoke.sh $(SAM)
 
 checkov: template-check $(CHECKOV_STAMP)
-	$(PY) scripts/checkov_check.py --checkov $(TOOLS)/bin/checkov
+	$(PY) scripts/checkov_check.py --checkov $(CURDIR)/$(TOOLS)/bin/checkov
 
 load: setup
 	OTAFLEET_LOAD=1 $(PY) -m pytest tests/hardening/test_load.py -q

@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         translated = ensure_translated(args.template.resolve(), args.translated.resolve())
-        report = run_checkov(translated, args.checkov)
+        report = run_checkov(translated, Path(args.checkov).resolve())
     except Exception as exc:
         print(f"checkov check FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
