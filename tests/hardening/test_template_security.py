@@ -156,15 +156,14 @@ def test_every_bucket_is_private_encrypted_versioned_and_tls_only(cfn: dict[str,
 
 def test_lifecycle_cleans_old_versions_but_never_makes_a_release_unreadable(cfn: dict[str, Any]) -> None:
     """Releases are bound to an exact object version, which becomes non-current when the key is overwritten
-    or deleted: a rule may expire such versions only after a long time, and nothing may expire current
-    objects or move any version to an archive class (a presigned GET of an archived object fails)."""
+    or deleted: no rule may expire versions (current or not), and none may move any version to an archive
+    class (a presigned GET of an archived object fails). Old versions only move to a cheaper class."""
     for name, bucket in of_type(cfn, "AWS::S3::Bucket").items():
         rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
         enabled = [r for r in rules if r["Status"] == "Enabled"]
-        noncurrent = [r for r in enabled if "NoncurrentVersionExpiration" in r]
-        assert noncurrent, f"{name}: non-current versions are never cleaned up"
-        for rule in noncurrent:
-            assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 90, rule
+        assert not [r for r in enabled if "NoncurrentVersionExpiration" in r], f"{name}: expires release bytes"
+        cheaper = [t for r in enabled for t in r.get("NoncurrentVersionTransitions", [])]
+        assert cheaper, f"{name}: non-current versions stay in the most expensive class forever"
         assert any("AbortIncompleteMultipartUpload" in r for r in enabled), f"{name}: stale multipart uploads kept"
         for rule in enabled:
             assert "ExpirationInDays" not in rule and "ExpirationDate" not in rule, f"{name}: expires current objects"

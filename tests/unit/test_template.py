@@ -232,7 +232,7 @@ def test_bucket_is_private_versioned_encrypted(cfn: dict[str, Any]) -> None:
     [rule] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
     assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
-    noncurrent = [r for r in props["LifecycleConfiguration"]["Rules"] if "NoncurrentVersionExpiration" in r]
+    noncurrent = [r for r in props["LifecycleConfiguration"]["Rules"] if "NoncurrentVersionTransitions" in r]
     assert noncurrent and noncurrent[0]["Status"] == "Enabled"
     assert bucket["DeletionPolicy"] == "Retain"
 
