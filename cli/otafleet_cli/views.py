@@ -7,6 +7,7 @@ secrets and their hashes never appear in either form.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from otafleet.decision import Decision, Outcome
@@ -237,18 +238,7 @@ def device_dict(d: Device, seen_product: str | None = None) -> dict[str, Any]:
         "delivery": d.delivery.value if d.delivery else None,
         "has_credentials": d.secret_hash is not None,
         "version": device_version(d),
-        "reported": {
-            "version": r.version,
-            "sketch_md5": r.sketch_md5,
-            "sketch_sha256": r.sketch_sha256,
-            "free_space": r.free_space,
-            "sketch_size": r.sketch_size,
-            "chip_size": r.chip_size,
-            "sdk_version": r.sdk_version,
-            "mode": r.mode,
-            "source_ip": r.source_ip,
-            "at": r.at,
-        },
+        "reported": asdict(r),
         "running_version": d.running_version,
         "running_md5": d.running_md5,
         "fs_version": d.fs_version,

@@ -6,6 +6,7 @@ so one Query loads everything the decision needs about a product.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
@@ -186,20 +187,7 @@ def release_from_item(item: Item) -> Release:
 
 
 def reported_to_map(r: Reported) -> Item:
-    return _clean(
-        {
-            "version": r.version,
-            "sketch_md5": r.sketch_md5,
-            "sketch_sha256": r.sketch_sha256,
-            "free_space": r.free_space,
-            "sketch_size": r.sketch_size,
-            "chip_size": r.chip_size,
-            "sdk_version": r.sdk_version,
-            "mode": r.mode,
-            "source_ip": r.source_ip,
-            "at": r.at,
-        }
-    )
+    return _clean(asdict(r))
 
 
 def reported_from_map(m: Item) -> Reported:
