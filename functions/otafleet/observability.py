@@ -31,6 +31,11 @@ def metrics() -> Metrics:
     return Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "otafleet"), service=SERVICE)
 
 
+@lru_cache(maxsize=1)
+def _metrics_disabled() -> bool:
+    return os.environ.get("POWERTOOLS_METRICS_DISABLED", "false").lower() in ("true", "1")
+
+
 def tracing_enabled() -> bool:
     return os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() in ("false", "0")
 
@@ -40,6 +45,8 @@ def count(name: str, value: int = 1, **dimensions: str) -> None:
 
     m = metrics()
     if dimensions:
+        if _metrics_disabled():  # single_metric, unlike Metrics, ignores POWERTOOLS_METRICS_DISABLED
+            return
         # A metric with its own dimensions, so they don't leak onto every other metric of the invocation.
         with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=m.namespace) as sm:
             sm.add_dimension(name="service", value=SERVICE)
