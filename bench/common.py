@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import ipaddress
 import math
 import os
 import socket
@@ -13,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from otafleet_local.loopback import is_loopback_address
 
 # --- the network stays on this machine ------------------------------------------------------------
 
@@ -24,28 +25,16 @@ class NetworkRefused(RuntimeError):
     """The benchmark tried to reach something other than this machine's loopback."""
 
 
-def _is_loopback(address: Any) -> bool:
-    if isinstance(address, tuple) and address:
-        host = str(address[0])
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host.split("%")[0]).is_loopback
-        except ValueError:
-            return False
-    return isinstance(address, (str, bytes))  # unix sockets
-
-
 def loopback_only() -> None:
     """Refuse every outgoing connection except to 127.0.0.1/::1 for the rest of this process."""
 
     def connect(self: socket.socket, address: Any) -> None:
-        if not _is_loopback(address):
+        if not is_loopback_address(address):
             raise NetworkRefused(f"benchmark tried to connect to {address!r}")
         _real_connect(self, address)
 
     def connect_ex(self: socket.socket, address: Any) -> int:
-        if not _is_loopback(address):
+        if not is_loopback_address(address):
             raise NetworkRefused(f"benchmark tried to connect to {address!r}")
         return _real_connect_ex(self, address)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from otafleet_local.loopback import is_loopback_address
 
 # Set before anything imports boto3: no real credentials, profile or endpoint can leak in.
 for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL"):
@@ -38,18 +39,6 @@ _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
 
-def _loopback(address: Any) -> bool:
-    if isinstance(address, tuple) and address:
-        host = str(address[0])
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host.split("%")[0]).is_loopback
-        except ValueError:
-            return False
-    return isinstance(address, (str, bytes))  # unix sockets stay on this machine
-
-
 class NetworkBlocked(RuntimeError):
     pass
 
@@ -60,7 +49,7 @@ def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     unit = "tests/unit" in str(request.node.path).replace(os.sep, "/")
 
     def guard(address: Any) -> None:
-        if unit or not _loopback(address):
+        if unit or not is_loopback_address(address):
             raise NetworkBlocked(f"test tried to connect to {address!r}")
 
     def connect(self: socket.socket, address: Any) -> None:
