@@ -76,8 +76,15 @@ if [[ -z "$RUNTIME_PY" ]] && command -v python"$RUNTIME" >/dev/null 2>&1 && work
     RUNTIME_PY="$(command -v python"$RUNTIME")"
     log "python${RUNTIME} from PATH ($RUNTIME_PY)"
 fi
+if [[ -z "$RUNTIME_PY" ]] && [[ -z "$(UV_PYTHON_DOWNLOADS=never "$UV" python find "$RUNTIME" 2>/dev/null || true)" ]]; then
+    # A fresh machine may have only the project's Python: let uv fetch the runtime's interpreter into
+    # .tools/ (machines without access to uv's Python downloads fail here and get the message below).
+    log "python${RUNTIME} not found; asking uv to install it into .tools/python"
+    UV_PYTHON_INSTALL_DIR="$PWD/.tools/python" "$UV" python install "$RUNTIME" >/dev/null 2>&1 \
+        || log "uv could not install python${RUNTIME}"
+fi
 if [[ -z "$RUNTIME_PY" ]]; then
-    found="$(UV_PYTHON_DOWNLOADS=never "$UV" python find "$RUNTIME" 2>/dev/null || true)"
+    found="$(UV_PYTHON_INSTALL_DIR="$PWD/.tools/python" UV_PYTHON_DOWNLOADS=never "$UV" python find "$RUNTIME" 2>/dev/null || true)"
     if [[ -n "$found" ]] && works "$found"; then
         mkdir -p "$TMP/bin"
         ln -s "$found" "$TMP/bin/python$RUNTIME"
