@@ -20,6 +20,7 @@ from otafleet import credentials
 from otafleet.config import Settings
 from otafleet.models import Delivery
 from otafleet.storage import clients
+from support.devices import http_api_event
 from support.world import World, fake_image
 from update import app as update_app
 
@@ -112,40 +113,21 @@ def route_event(
     route: str, params: dict[str, str], headers: dict[str, str], *, query: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """A payload-2.0 event for `route` (e.g. `/update/{product}`) with these raw path parameter values,
-    as API Gateway delivers it: the raw path carries the values as sent, `pathParameters` the same."""
+    as API Gateway delivers it: the raw path carries the values as sent, `pathParameters` the same.
+    Headers go in exactly as given (the fuzz varies their casing too)."""
     raw_path = route
     for name, value in params.items():
         raw_path = raw_path.replace("{" + name + "}", value)
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": f"GET {route}",
-        "rawPath": raw_path,
-        "rawQueryString": "&".join(f"{k}={v}" for k, v in (query or {}).items()),
-        "headers": headers,
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api",
-            "domainName": "api.example.com",
-            "domainPrefix": "api",
-            "http": {
-                "method": "GET",
-                "path": raw_path,
-                "protocol": "HTTP/1.0",
-                "sourceIp": "203.0.113.9",
-                "userAgent": headers.get("user-agent", ""),
-            },
-            "requestId": uuid.uuid4().hex,
-            "routeKey": f"GET {route}",
-            "stage": "$default",
-            "time": "24/Nov/2026:12:00:00 +0000",
-            "timeEpoch": 1795000000000,
-        },
-        "isBase64Encoded": False,
-    }
-    if params:
-        event["pathParameters"] = dict(params)
-    if query:
-        event["queryStringParameters"] = dict(query)
+    event = http_api_event(
+        raw_path,
+        {},
+        query=query,
+        source_ip="203.0.113.9",
+        path_parameters=dict(params) or None,
+        route_key=f"GET {route}",
+    )
+    event["headers"] = headers
+    event["requestContext"]["http"]["userAgent"] = headers.get("user-agent", "")
     return event
 
 
