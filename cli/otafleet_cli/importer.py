@@ -380,7 +380,7 @@ def apply(plan_: Plan, devices: DeviceStore) -> int:
         pins = {} if moved else dict(base.pins)
         pins[Kind.APP] = change.version
         devices.put(replace(base, product=change.product, channel=change.channel, assigned=True, pins=pins))
-        if moved and existing is not None and (existing.failed or existing.offer):
+        if moved and existing is not None and (existing.failed or existing.attempts):
             devices.clear_failures(change.mac)
         written += 1
     return written

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from otafleet.decision import Decision, Outcome
+from otafleet.decision import Decision
 from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
-from otafleet.models import Channel, Delivery, Device, Kind, Offer, Product, Release, TrackState
+from otafleet.models import Attempt, Channel, Device, Kind, Product, Release, TrackState
 from otafleet_cli.output import fields, jsonable, percent, table
 
 # --- products ---------------------------------------------------------------------------------------
@@ -211,17 +211,30 @@ def track_advice(statuses: Iterable[TrackStatus]) -> list[str]:
 # --- devices ----------------------------------------------------------------------------------------
 
 
-def offer_dict(o: Offer | None) -> dict[str, Any] | None:
-    if o is None:
-        return None
+def attempt_dict(a: Attempt) -> dict[str, Any]:
     return {
-        "kind": o.kind.value,
-        "version": o.version,
-        "count": o.count,
-        "at": o.at,
-        "from_version": o.from_version,
-        "from_md5": o.from_md5,
+        "kind": a.kind.value,
+        "version": a.version,
+        "state": a.state.value,
+        "offers": a.offers,
+        "started": a.started,
+        "last_offer": a.last_offer,
+        "ended": a.ended,
+        "why": a.why,
+        "channel": a.channel,
+        "trusted": a.trusted,
+        "before": asdict(a.before),
+        "after": asdict(a.after) if a.after is not None else None,
     }
+
+
+def attempts_dict(d: Device) -> dict[str, Any]:
+    return {k.value: attempt_dict(a) for k, a in sorted(d.attempts.items(), key=lambda ka: ka[0].value)}
+
+
+def attempt_line(a: Attempt) -> str:
+    line = f"{a.kind.value} {a.version} {a.state.value}, offered {a.offers}x"
+    return line + (f" ({a.why})" if a.why else "")
 
 
 def device_dict(d: Device, seen_product: str | None = None) -> dict[str, Any]:
@@ -242,8 +255,10 @@ def device_dict(d: Device, seen_product: str | None = None) -> dict[str, Any]:
         "running_version": d.running_version,
         "running_md5": d.running_md5,
         "fs_version": d.fs_version,
-        "offer": offer_dict(d.offer),
+        "attempts": attempts_dict(d),
         "failed": sorted(d.failed),
+        "enrolled_at": d.enrolled_at,
+        "installs": d.installs,
         "checks": d.checks,
         "last_outcome": d.last_outcome,
         "last_reason": d.last_reason,
@@ -259,8 +274,11 @@ def _notes(d: Device, seen_product: str | None) -> str:
         notes.append(f"unassigned, asked for {seen_product}" if seen_product else "unassigned")
     for kind, version in sorted(d.pins.items(), key=lambda kv: kv[0].value):
         notes.append(f"pinned {kind.value} {version}")
-    if d.offer:
-        notes.append(f"offered {d.offer.version} x{d.offer.count}")
+    for a in sorted(d.attempts.values(), key=lambda a: a.kind.value):
+        if a.open:
+            notes.append(f"offered {a.kind.value} {a.version} x{a.offers}")
+        elif a.state.value != "installed":
+            notes.append(f"{a.kind.value} {a.version} {a.state.value}")
     if d.failed:
         notes.append("failed " + ", ".join(sorted(d.failed)))
     return "; ".join(notes)
@@ -344,6 +362,7 @@ def device_fields(d: Device) -> str:
         ("", ""),
         ("last reported", r.at or "never"),
         ("  version", r.version),
+        ("  fs version", r.fs_version),
         ("  sketch md5", r.sketch_md5),
         ("  sketch sha256", r.sketch_sha256),
         ("  free space", r.free_space),
@@ -356,16 +375,19 @@ def device_fields(d: Device) -> str:
         ("running", f"{d.running_version} (md5 {d.running_md5 or '-'})" if d.running_version else None),
         ("filesystem", d.fs_version),
     ]
-    o = d.offer
-    if o is None:
-        pairs.append(("last offer", None))
-    else:
+    if d.enrolled_at:
+        pairs.append(("enrolled", f"{d.enrolled_at} (by itself; {d.installs} confirmed installs)"))
+    for kind in Kind:
+        a = d.attempts.get(kind)
+        if a is None:
+            pairs.append((f"{kind.value} attempt", None))
+            continue
         pairs += [
-            ("last offer", f"{o.kind.value} {o.version}"),
-            ("  times offered", o.count),
-            ("  last offered", o.at),
-            ("  from version", o.from_version),
-            ("  from md5", o.from_md5),
+            (f"{kind.value} attempt", f"{a.version}: {a.state.value}"),
+            ("  offered", f"{a.offers}x, first {a.started}, last {a.last_offer}"),
+            ("  before", _build(a.before)),
+            ("  ended", f"{a.ended}: {a.why}" if a.ended else None),
+            ("  counts for", f"{a.channel} ({'trusted' if a.trusted else 'not trusted'})" if a.channel else "pinned"),
         ]
     pairs.append(("failed releases", ", ".join(sorted(d.failed)) or None))
     return fields(pairs)
@@ -374,10 +396,13 @@ def device_fields(d: Device) -> str:
 # --- explain ----------------------------------------------------------------------------------------
 
 
+def _build(b: Any) -> str:
+    parts = [f"{k} {v}" for k, v in asdict(b).items() if v is not None]
+    return ", ".join(parts) or "nothing reported"
+
+
 def answer_status(decision: Decision) -> int:
     """The HTTP status the device would see (an offer is a 302 redirect or a 200 with the image)."""
-    if decision.outcome is Outcome.OFFER and decision.delivery is Delivery.REDIRECT:
-        return 302
     return decision.status
 
 
@@ -400,7 +425,7 @@ def decision_dict(mac: str, mode: str, decision: Decision, device: Device) -> di
         "device": {
             "version": device_version(device),
             "reported_at": device.reported.at,
-            "offer": offer_dict(device.offer),
+            "attempts": attempts_dict(device),
             "failed": sorted(device.failed),
         },
     }
@@ -413,8 +438,8 @@ def decision_text(mac: str, mode: str, decision: Decision, device: Device) -> st
         head += f" ({device.reported.at})"
     lines = [head, table(["#", "STEP", "RESULT"], [[i, s.name, s.result] for i, s in enumerate(steps, 1)])]
     context: list[tuple[str, object]] = []
-    if device.offer:
-        context.append(("last offer", f"{device.offer.kind.value} {device.offer.version} x{device.offer.count}"))
+    for a in sorted(device.attempts.values(), key=lambda a: a.kind.value):
+        context.append((f"{a.kind.value} attempt", attempt_line(a)))
     if device.failed:
         context.append(("failed releases", ", ".join(sorted(device.failed))))
     if context:

@@ -21,6 +21,11 @@ class Settings:
     catalog_cache_seconds: float = 30.0
     max_inline_bytes: int = LAMBDA_INLINE_LIMIT
     failure_offer_limit: int = 3
+    # Open enrollment: at most this many new devices per product and hour; an enrolled device's verdicts
+    # count for rollouts once it is this old and has installed a release; unassigned records expire.
+    enroll_per_hour: int = 60
+    enroll_trust_hours: float = 24.0
+    unassigned_ttl_days: float = 30.0
     # Only for the local stack: the base URL devices should use to reach the S3 endpoint
     # (e.g. http://192.168.1.20:4566 so a real ESP on the LAN can follow the redirect).
     public_s3_endpoint: str | None = None
@@ -47,6 +52,9 @@ def load_settings() -> Settings:
         catalog_cache_seconds=_float("CATALOG_CACHE_SECONDS", 30.0),
         max_inline_bytes=min(_int("MAX_INLINE_BYTES", LAMBDA_INLINE_LIMIT), LAMBDA_INLINE_LIMIT),
         failure_offer_limit=_int("FAILURE_OFFER_LIMIT", 3),
+        enroll_per_hour=_int("ENROLL_PER_HOUR", 60),
+        enroll_trust_hours=_float("ENROLL_TRUST_HOURS", 24.0),
+        unassigned_ttl_days=_float("UNASSIGNED_TTL_DAYS", 30.0),
         public_s3_endpoint=os.environ.get("PUBLIC_S3_ENDPOINT") or None,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
     )

@@ -27,18 +27,31 @@ def hash_secret(secret: str) -> str:
     return _PREFIX + hashlib.sha256(secret.encode()).hexdigest()
 
 
-def verify(authorization: str | None, mac: str, secret_hash: str | None) -> bool:
-    if not authorization or not secret_hash or not secret_hash.startswith(_PREFIX):
-        return False
+def _basic(authorization: str | None) -> tuple[str, str] | None:
+    """(MAC the user name names, password) of a Basic Authorization header, or None."""
+    if not authorization:
+        return None
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
-        return False
+        return None
     try:
         # Split at the last colon: a MAC written with colons is a common user name, and issued
         # secrets (URL-safe base64) never contain one.
         user, sep, password = base64.b64decode(token.strip(), validate=True).decode().rpartition(":")
     except (binascii.Error, UnicodeDecodeError, ValueError):  # ValueError: a token with non-ASCII characters
+        return None
+    mac = normalise_mac(user) if sep else None
+    return (mac, password) if mac else None
+
+
+def user_mac(authorization: str | None) -> str | None:
+    """The device a Basic Authorization header claims to be (to look up its secret), or None."""
+    parsed = _basic(authorization)
+    return parsed[0] if parsed else None
+
+
+def verify(authorization: str | None, mac: str, secret_hash: str | None) -> bool:
+    parsed = _basic(authorization)
+    if parsed is None or not secret_hash or not secret_hash.startswith(_PREFIX) or parsed[0] != mac:
         return False
-    if not sep or normalise_mac(user) != mac:
-        return False
-    return hmac.compare_digest(hash_secret(password), secret_hash)
+    return hmac.compare_digest(hash_secret(parsed[1]), secret_hash)

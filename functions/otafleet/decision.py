@@ -2,25 +2,34 @@
 
 It follows product.md §2 step by step and returns both the answer for the device and what the check
 should record on the device. Nothing here talks to AWS, so every rule is testable in isolation and
-`otafleet explain` can run the very same code as a dry run.
+`otafleet explain` can run the very same code as a dry run. The rules it applies live in their own
+modules: attempts.py (evidence and attempt transitions), rollout.py (targets and halting),
+credentials.py, versions.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from otafleet import credentials, rollout, versions
+from otafleet import attempts, credentials, rollout, versions
+from otafleet.attempts import Verdict
 from otafleet.models import (
+    Attempt,
+    AttemptState,
+    Build,
     Catalog,
+    CheckRecord,
+    CounterEvent,
     Delivery,
     Device,
     Kind,
-    Offer,
+    Product,
     Release,
     Reported,
     Track,
-    TrackState,
     dialect_of,
 )
 from otafleet.protocol import CheckRequest
@@ -51,6 +60,11 @@ class Policy:
     max_inline_bytes: int = 4_400_000
     # Scheme of the presigned URLs this deployment produces; a redirect must keep the request's scheme.
     redirect_scheme: str = "https"
+    # An enrolled device's verdicts count for rollouts once it is this old and has installed a release.
+    enroll_trust_seconds: int = 24 * 3600
+    # Records of devices nobody assigned (and of enrolled devices not yet trusted) expire this long
+    # after their last check.
+    unassigned_ttl_seconds: int = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -60,46 +74,38 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Record:
-    """What the check writes on the device record. Operator-owned fields are never overwritten,
-    except that enrollment sets product and channel on a device that has none."""
-
-    reported: Reported
-    outcome: str
-    reason: str
-    at: str
-    enroll: tuple[str, str] | None = None  # (product, channel)
-    seen_product: str | None = None
-    offer: Offer | None = None
-    offer_is_new: bool = False
-    clear_offer: bool = False
-    failed: str | None = None  # "<kind>:<version>" to add to the device's failed set
-    running: tuple[str, str | None] | None = None  # (version, md5) learned after a success
-    fs_version: str | None = None
-    chip: str | None = None
-
-
-@dataclass(frozen=True)
 class Decision:
     outcome: Outcome
     reason: str
     detail: str
-    record: Record
+    record: CheckRecord
     release: Release | None = None
     delivery: Delivery | None = None
     product: str | None = None
     channel: str | None = None
-    # Rollout bookkeeping: "success" or "failure" for (kind, version) of the channel's track.
-    event: str | None = None
     steps: tuple[Step, ...] = field(default_factory=tuple)
 
     @property
     def status(self) -> int:
+        if self.outcome is Outcome.OFFER and self.delivery is Delivery.REDIRECT:
+            return 302
         return STATUS[self.outcome]
+
+    @property
+    def verdict(self) -> AttemptState | None:
+        """The state an attempt reached by this check's evidence (None: no attempt ended)."""
+        after, before = self.record.attempt, self.record.replaces
+        if after is None or after.state is AttemptState.OFFERED or (before and before.state is after.state):
+            return None
+        return after.state
 
 
 def failed_key(kind: Kind, version: str) -> str:
     return f"{kind.value}:{version}"
+
+
+def epoch(at: str) -> int:
+    return int(datetime.fromisoformat(at).timestamp())
 
 
 class _Trace:
@@ -110,19 +116,15 @@ class _Trace:
         self.steps.append(Step(name, result))
 
 
-def decide(
-    req: CheckRequest,
-    device: Device | None,
-    catalog: Catalog | None,
-    *,
-    now: str,
-    policy: Policy = Policy(),
-) -> Decision:
-    trace = _Trace()
-    trace.add("dialect", f"{req.dialect.value} client, mode {req.mode}")
-    trace.add("identity", f"device {req.mac}")
-    reported = Reported(
-        version=req.version,
+def reported_after(req: CheckRequest, device: Device | None, now: str) -> Reported:
+    """What the device record says it runs after this check. A filesystem check's version header is the
+    filesystem's, so it never replaces the application version, and the reverse."""
+    earlier = device.reported if device else Reported()
+    app_version, fs_version = req.version, earlier.fs_version
+    if req.kind is Kind.FS:
+        app_version, fs_version = earlier.version, req.version
+    return Reported(
+        version=app_version,
         sketch_md5=req.sketch_md5,
         sketch_sha256=req.sketch_sha256,
         free_space=req.free_space,
@@ -132,7 +134,33 @@ def decide(
         mode=req.mode,
         source_ip=req.source_ip,
         at=now,
+        fs_version=fs_version,
     )
+
+
+def trusted(device: Device, authenticated: bool, *, now: str, policy: Policy) -> bool:
+    """Whether this device's verdicts may move rollout counters (threat model: docs/operations.md)."""
+    if authenticated or device.enrolled_at is None:
+        return True  # it proved its secret, or an operator assigned it
+    old_enough = epoch(now) - epoch(device.enrolled_at) >= policy.enroll_trust_seconds
+    return old_enough and device.installs > 0
+
+
+def decide(
+    req: CheckRequest,
+    device: Device | None,
+    catalog: Catalog | None,
+    *,
+    now: str,
+    policy: Policy = Policy(),
+    enrollment_open: bool = True,
+) -> Decision:
+    trace = _Trace()
+    trace.add("dialect", f"{req.dialect.value} client, mode {req.mode}")
+    trace.add("identity", f"device {req.mac}")
+    reported = reported_after(req, device, now)
+    dev = device if device is not None and device.assigned else None
+    expires: int | None = None
 
     def finish(
         outcome: Outcome,
@@ -141,49 +169,51 @@ def decide(
         *,
         release: Release | None = None,
         delivery: Delivery | None = None,
-        event: str | None = None,
-        **record: object,
+        **record: Any,
     ) -> Decision:
-        trace.add("answer", f"{STATUS[outcome]} {reason}: {detail}")
-        return Decision(
+        d = Decision(
             outcome=outcome,
             reason=reason,
             detail=detail,
-            record=Record(reported=reported, outcome=outcome.value, reason=reason, at=now, **record),  # type: ignore[arg-type]
+            record=CheckRecord(
+                reported=reported, outcome=outcome.value, reason=reason, at=now, expires_at=expires, **record
+            ),
             release=release,
             delivery=delivery,
             product=dev.product if dev else None,
             channel=dev.channel if dev else None,
-            event=event,
-            steps=tuple(trace.steps),
         )
-
-    dev = device if device is not None and device.assigned else None
+        trace.add("answer", f"{d.status} {reason}: {detail}")
+        return replace(d, steps=tuple(trace.steps))
 
     # 4. Device lookup (authentication needs the device's secret, so it follows the lookup).
     enroll: tuple[str, str] | None = None
     if dev is None:
+        expires = epoch(now) + policy.unassigned_ttl_seconds
         product = catalog.product if catalog else None
-        if req.product and product and product.name == req.product and product.enroll:
+        if req.product and product and product.name == req.product and product.enroll and enrollment_open:
             enroll = (product.name, product.default_channel)
-            dev = replace(device or Device(mac=req.mac), product=product.name, channel=product.default_channel)
-            dev = replace(dev, assigned=True)
+            dev = replace(
+                device or Device(mac=req.mac),
+                product=product.name,
+                channel=product.default_channel,
+                assigned=True,
+                enrolled_at=now,
+            )
             trace.add("device", f"unknown; enrolled into {product.name}/{product.default_channel}")
         else:
             why = (
-                f"product {req.product!r} does not enroll new devices"
+                f"enrollment into {req.product!r} is rate-limited; it is tried again at the next check"
+                if req.product and product and product.enroll
+                else f"product {req.product!r} does not enroll new devices"
                 if req.product and product
                 else f"unknown product {req.product!r}"
                 if req.product
                 else "device is not assigned to a product"
             )
             trace.add("device", f"unknown ({why}); remembered as seen, unassigned")
-            return finish(
-                Outcome.NOT_FOUND,
-                "unknown-device",
-                f"no firmware assigned to {req.mac}",
-                seen_product=req.product,
-            )
+            reason = "enroll-rate-limited" if req.product and product and product.enroll else "unknown-device"
+            return finish(Outcome.NOT_FOUND, reason, f"no firmware assigned to {req.mac}", seen_product=req.product)
     else:
         trace.add("device", f"assigned to {dev.product}/{dev.channel}")
 
@@ -195,167 +225,158 @@ def decide(
     product = catalog.product
 
     # 3. Authentication.
+    authenticated = False
     if product.auth_required and req.dry_run:
         trace.add("auth", "required; not checked in a dry run")
     elif product.auth_required:
         if not credentials.verify(req.authorization, req.mac, dev.secret_hash):
             trace.add("auth", "required; credentials missing or wrong")
             return finish(Outcome.UNAUTHORIZED, "unauthorized", "valid device credentials required", enroll=enroll)
+        authenticated = True
         trace.add("auth", "required; valid")
+    is_trusted = trusted(dev, authenticated or (req.dry_run and product.auth_required), now=now, policy=policy)
+    if dev.enrolled_at is not None and not is_trusted:
+        expires = epoch(now) + policy.unassigned_ttl_seconds
 
     # 5. Target.
     kind = req.kind
-    track: Track | None = None
+    now_build = attempts.observed(req)
     pinned = dev.pins.get(kind)
-    channel = catalog.channels.get(dev.channel or "")
+    track: Track | None = None
     if pinned:
         target_version: str | None = pinned
         trace.add("target", f"pinned to {kind.value} {pinned}")
     else:
+        channel = catalog.channels.get(dev.channel or "")
         track = channel.tracks.get(kind) if channel else None
-        target_version = _track_target(req, dev, track, trace, kind, catalog)
+        target_version = _track_target(req, dev, track, catalog, now_build, trace)
     if target_version is None:
         return finish(Outcome.NO_UPDATE, "no-target", f"nothing to offer for {kind.value}", enroll=enroll)
 
     release = catalog.release(kind, target_version)
     if release is None or not release.offerable:
         state = "missing" if release is None else release.state.value
-        return finish(
-            Outcome.NO_UPDATE,
-            "target-unavailable",
-            f"{kind.value} {target_version} is {state}",
-            enroll=enroll,
-        )
+        detail = f"{kind.value} {target_version} is {state}"
+        return finish(Outcome.NO_UPDATE, "target-unavailable", detail, enroll=enroll)
 
-    # 6. Already there? Also where offers turn into inferred successes.
-    offer = dev.offer if dev.offer and dev.offer.kind is kind else None
-    offered_this = offer is not None and offer.version == release.version
-    here = _already_there(req, dev, release)
-    if here is None and offered_this and offer is not None and _moved_on(req, offer):
-        # Came back with a different build after being offered this release: it updated. ESP8266
-        # devices may report an MD5 other than the file's, so learn the one they report now.
-        here = "new build reported after the offer"
+    # 9. Version probe: "what is available for me?" — the target, whether or not the device runs it.
+    if req.is_probe:
+        return finish(Outcome.PROBE, "probe", f"{kind.value} {release.version} is available", release=release)
+
+    # 6. Already there? Where open attempts meet their evidence.
+    attempt = dev.attempts.get(kind)
+    current = attempt if attempt is not None and attempt.version == release.version else None
+
+    def ended(state: AttemptState, why: str) -> dict[str, Any]:
+        """The record of `current` ending in `state`: attempt, counters, what the device was seen to run."""
+        assert current is not None
+        after = attempts.end(current, state, now_build, why, at=now)
+        record: dict[str, Any] = {"attempt": after, "replaces": current, "enroll": enroll}
+        record["counter"] = _counter(catalog, dev, current, after)
+        if state is AttemptState.FAILED:
+            record["failed"] = failed_key(kind, release.version)
+        if state is AttemptState.INSTALLED:
+            record.update(_installed(release, now_build))
+        return record
+
+    here = attempts.identifies(release, now_build, dev)
+    if here is None and current is not None and current.open:
+        verdict, why = attempts.judge(release, now_build, current.before)
+        trace.add("evidence", f"{verdict.value}: {why} (offered {current.offers}x)")
+        ending = attempts.verdict_state(verdict, current.offers, policy.failure_offer_limit)
+        if verdict is Verdict.TARGET:
+            here = why
+        elif ending is AttemptState.FAILED:
+            detail = (
+                f"offered {kind.value} {release.version} {current.offers} times; the device still runs its old build"
+            )
+            return finish(Outcome.NO_UPDATE, "failed", f"{detail} ({why})", release=release, **ended(ending, why))
+        elif ending is AttemptState.UNKNOWN:
+            detail = f"whether {kind.value} {release.version} installed cannot be told ({why}); not offered again"
+            return finish(Outcome.NO_UPDATE, "unknown", detail, release=release, **ended(ending, why))
     if here is not None:
         trace.add("already there", here)
-        success = offered_this
-        return finish(
-            Outcome.NO_UPDATE,
-            "up-to-date",
-            f"device runs {kind.value} {release.version} ({here})",
-            release=release,
-            event="success" if success else None,
-            enroll=enroll,
-            clear_offer=success,
-            running=(release.version, req.sketch_md5) if kind is Kind.APP and success else None,
-            fs_version=release.version if kind is Kind.FS and success else None,
-            chip=release.chip if success and kind is Kind.APP else None,
-        )
+        detail = f"device runs {kind.value} {release.version} ({here})"
+        closes = current is not None and current.state in (AttemptState.OFFERED, AttemptState.UNKNOWN)
+        record: dict[str, Any] = ended(AttemptState.INSTALLED, here) if closes else {"enroll": enroll}
+        return finish(Outcome.NO_UPDATE, "up-to-date", detail, release=release, **record)
     trace.add("already there", "no")
 
-    # Failure inference: offered this release `limit` times and still on the build it had then.
-    key = failed_key(kind, release.version)
-    if key in dev.failed:
-        return finish(
-            Outcome.NO_UPDATE,
-            "failed-before",
-            f"{kind.value} {release.version} failed on this device before; `otafleet device retry` re-offers it",
-            enroll=enroll,
-        )
-    if offer is not None and offered_this and offer.count >= policy.failure_offer_limit:
-        return finish(
-            Outcome.NO_UPDATE,
-            "failed",
-            f"offered {kind.value} {release.version} {offer.count} times and the device still runs its old build",
-            release=release,
-            event="failure",
-            enroll=enroll,
-            failed=key,
-            clear_offer=True,
-        )
+    failed_here = failed_key(kind, release.version) in dev.failed
+    if failed_here or (current is not None and attempts.blocks_reoffer(current, now_build)):
+        reason, what = ("failed-before", "failed") if failed_here else ("unknown-before", "ended without evidence")
+        detail = f"{kind.value} {release.version} {what} on this device; `otafleet device retry` offers it again"
+        return finish(Outcome.NO_UPDATE, reason, detail, enroll=enroll)
 
     # 7. Safety.
-    unsafe = _unsafe(req, dev, release, product.allow_downgrade or bool(pinned) or bool(track and track.rollback))
+    downgrade_ok = product.allow_downgrade or bool(pinned) or bool(track and track.rollback)
+    unsafe = _unsafe(req, dev, release, downgrade_ok)
     if unsafe is not None:
         reason, detail = unsafe
         trace.add("safety", detail)
         return finish(Outcome.NO_UPDATE, reason, detail, enroll=enroll)
     trace.add("safety", "ok")
 
-    # 9. Version probe: say what would be offered, record no offer.
-    if req.is_probe:
-        return finish(Outcome.PROBE, "probe", f"would offer {kind.value} {release.version}", release=release)
-
     # 8. Delivery.
-    delivery, why = _delivery(req, dev, product.delivery, release, policy)
+    delivery, why = _delivery(req, dev, product, release, policy)
     trace.add("delivery", why)
     if delivery is None:
         return finish(Outcome.NO_UPDATE, "too-large-for-inline", why, enroll=enroll)
 
-    new_offer = not offered_this or offer is None
+    if current is not None and current.open:
+        next_attempt = attempts.reoffer(current, at=now)
+    else:
+        next_attempt = attempts.start(
+            release, now_build, at=now, channel=None if pinned else dev.channel, trusted=is_trusted
+        )
+        if attempt is not None:
+            next_attempt = replace(next_attempt, seq=attempt.seq + 1)
     return finish(
         Outcome.OFFER,
         "offer",
-        f"offering {kind.value} {release.version} ({delivery.value})",
+        f"offering {kind.value} {release.version} ({delivery.value}, offer {next_attempt.offers})",
         release=release,
         delivery=delivery,
         enroll=enroll,
-        offer=Offer(
-            kind=kind,
-            version=release.version,
-            count=1 if new_offer or offer is None else offer.count + 1,
-            at=now,
-            from_md5=req.sketch_md5 if new_offer or offer is None else offer.from_md5,
-            from_version=req.version if new_offer or offer is None else offer.from_version,
-        ),
-        offer_is_new=new_offer,
+        attempt=next_attempt,
+        replaces=attempt,
     )
 
 
 def _track_target(
-    req: CheckRequest, dev: Device, track: Track | None, trace: _Trace, kind: Kind, catalog: Catalog
+    req: CheckRequest, dev: Device, track: Track | None, catalog: Catalog, now: Build, trace: _Trace
 ) -> str | None:
-    product = catalog.product.name
+    kind = req.kind
     if track is None:
         trace.add("target", f"channel {dev.channel!r} has no {kind.value} release")
         return None
-    if track.percent >= 100 and track.state is TrackState.ACTIVE:
-        trace.add("target", f"channel {dev.channel} → {kind.value} {track.version}")
-        return track.version
-    b = rollout.bucket(req.mac, product, kind, track.version)
-    if track.state is not TrackState.ACTIVE:
+
+    def runs_new() -> bool:
         new = catalog.release(kind, track.version)
-        if new is not None and _already_there(req, dev, new) is not None:
-            trace.add("target", f"rollout of {track.version} is {track.state.value}; device already runs it")
-            return track.version
-        trace.add("target", f"rollout of {track.version} is {track.state.value}; previous {track.previous}")
-        return track.previous
-    if rollout.in_rollout(req.mac, product, kind, track.version, track.percent):
-        trace.add("target", f"bucket {b} < {track.percent}% → new {track.version}")
-        return track.version
-    trace.add("target", f"bucket {b} ≥ {track.percent}% → previous {track.previous}")
-    return track.previous
+        return new is not None and attempts.identifies(new, now, dev) is not None
+
+    version, why = rollout.target(track, req.mac, catalog.product.name, kind, runs_new)
+    trace.add("target", why)
+    return version
 
 
-def _already_there(req: CheckRequest, dev: Device, release: Release) -> str | None:
+def _installed(release: Release, now: Build) -> dict[str, object]:
+    """What an install teaches about the device: the MD5 it reports for that app build, its chip."""
     if release.kind is Kind.FS:
-        return "filesystem image installed after its offer" if dev.fs_version == release.version else None
-    if req.sketch_sha256 and release.appended_sha256 and req.sketch_sha256 == release.appended_sha256:
-        return "sketch SHA-256 matches the image"
-    if req.sketch_md5 and req.sketch_md5 == release.md5:
-        return "sketch MD5 matches the image"
-    if req.version and req.version == release.version:
-        return "reported version matches"
-    if req.sketch_md5 and dev.running_version == release.version and dev.running_md5 == req.sketch_md5:
-        return "sketch MD5 matches the build this device reported after installing it"
-    return None
+        return {"fs_version": release.version, "installed": True}
+    return {"running": (release.version, now.md5), "chip": release.chip, "installed": True}
 
 
-def _moved_on(req: CheckRequest, offer: Offer) -> bool:
-    if offer.kind is Kind.FS:
-        return offer.count >= 1  # filesystem images leave no trace in the headers; a later check is all
-    if req.sketch_md5 and offer.from_md5:
-        return req.sketch_md5 != offer.from_md5
-    return False
+def _counter(catalog: Catalog, dev: Device, before: Attempt, after: Attempt) -> CounterEvent | None:
+    """Verdicts count for a rollout when the device is trusted and its channel still rolls out that release."""
+    if not after.trusted or after.channel is None or dev.product is None:
+        return None
+    channel = catalog.channels.get(after.channel)
+    track = channel.tracks.get(after.kind) if channel else None
+    if track is None or track.version != after.version:
+        return None
+    deltas = attempts.counter_deltas(before.state, after.state)
+    return CounterEvent(dev.product, after.channel, after.kind, after.version, deltas) if deltas else None
 
 
 def _unsafe(req: CheckRequest, dev: Device, release: Release, downgrade_ok: bool) -> tuple[str, str] | None:
@@ -375,17 +396,21 @@ def _unsafe(req: CheckRequest, dev: Device, release: Release, downgrade_ok: bool
             "flash-too-small",
             f"image expects {release.flash_size_bytes} bytes of flash, the chip has {req.chip_size}",
         )
-    if release.kind is Kind.APP and not downgrade_ok and versions.is_downgrade(req.version, release.version):
-        return "downgrade", f"{release.version} is older than the running {req.version}"
+    running = attempts.running_version(dev, req) if release.kind is Kind.APP else None
+    if running and not downgrade_ok and versions.is_downgrade(running, release.version):
+        source = "reported" if req.version else "learned"
+        return "downgrade", f"{release.version} is older than the running {running} ({source})"
     return None
 
 
 def _delivery(
-    req: CheckRequest, dev: Device, default: Delivery, release: Release, policy: Policy
+    req: CheckRequest, dev: Device, product: Product, release: Release, policy: Policy
 ) -> tuple[Delivery | None, str]:
-    mode = req.delivery or dev.delivery or default
+    mode = req.delivery or dev.delivery or product.delivery
     why = f"{mode.value} ({'request' if req.delivery else 'device' if dev.delivery else 'product'} setting)"
-    if mode is Delivery.REDIRECT and req.authorization:
+    # A dry run has no Authorization header, but the device it stands for sends one when its product asks.
+    authenticates = req.authorization is not None or (req.dry_run and product.auth_required)
+    if mode is Delivery.REDIRECT and authenticates:
         mode, why = (
             Delivery.INLINE,
             "inline: the device authenticates, and S3 refuses Authorization on a redirect",

@@ -1,12 +1,15 @@
-"""Turning a decision into the exact HTTP answer the stock clients understand (esp-http-update.md §2)."""
+"""Turning a decision into the exact HTTP answer the stock clients understand (esp-http-update.md §2).
+
+No I/O here: the caller fetches what an offer needs (a presigned URL, or the image's bytes) and hands
+it over as a Payload.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from otafleet.decision import Decision, Outcome
-from otafleet.models import Delivery, Release
-from otafleet.storage.blobs import BlobStore
+from otafleet.models import Release
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -57,16 +60,25 @@ def probe(release: Release) -> Answer:
     return Answer(200, b"", {"x-version": release.version, "x-MD5": release.md5, **NO_STORE})
 
 
-def deliver(release: Release, mode: Delivery, blobs: BlobStore) -> Answer:
-    if mode is Delivery.REDIRECT:
-        return redirect(blobs.presign(release))
-    return image(release, blobs.read_release(release))
+@dataclass(frozen=True)
+class Payload:
+    """What an offer hands over: a presigned URL to redirect to, or the verified image bytes."""
+
+    url: str | None = None
+    body: bytes | None = None
 
 
-def answer_for(decision: Decision, blobs: BlobStore) -> Answer:
+def offered(release: Release, payload: Payload) -> Answer:
+    if payload.url is not None:
+        return redirect(payload.url)
+    assert payload.body is not None
+    return image(release, payload.body)
+
+
+def answer_for(decision: Decision, payload: Payload | None = None) -> Answer:
     if decision.outcome is Outcome.OFFER:
-        assert decision.release is not None and decision.delivery is not None
-        return deliver(decision.release, decision.delivery, blobs)
+        assert decision.release is not None and payload is not None
+        return offered(decision.release, payload)
     if decision.outcome is Outcome.PROBE:
         assert decision.release is not None
         return probe(decision.release)

@@ -13,20 +13,25 @@ Channel rules (product.md §1, §5; issue 5):
 - `rollback` points the track at `previous` with `rollback=True`, so devices accept the older release
   as a deliberate downgrade; the bad release is not kept as anyone's fallback.
 - `pause` / `resume` set the rollout state; `resume` also clears a halt (the service halts a rollout
-  by itself when its failure rate crosses `max_failure_rate` after `min_devices` outcomes), keeping the
-  counts unless asked to reset them.
-- Success/failure counts belong to one rollout: pointing a channel at a version anew (including by a
+  by itself when its failure rate crosses `max_failure_rate` after `min_devices` outcomes). A halted
+  rollout whose counts are still over the threshold would halt again at once, so resuming it needs
+  `reset_counts` (or a higher threshold).
+- Outcome counts belong to one rollout: pointing a channel at a version anew (including by a
   rollback) starts them from zero.
+- Every track write is conditional on the track that was read, so an operator's change never
+  overwrites a concurrent halt or promotion (it is tried once more on fresh data, then refused).
+
+The rules themselves (targets, thresholds, last good release) are rollout.py's; this module applies them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import cmp_to_key
 
-from otafleet import credentials, names, versions
+from otafleet import credentials, names, rollout, versions
 from otafleet.models import (
     PLATFORMS,
     Catalog,
@@ -41,9 +46,9 @@ from otafleet.models import (
     TrackState,
 )
 from otafleet.protocol import normalise_mac
-from otafleet.storage.catalog import CatalogStore
+from otafleet.storage.catalog import CatalogStore, TrackChange
 from otafleet.storage.devices import DeviceStore
-from otafleet.storage.errors import NotFound
+from otafleet.storage.errors import Conflict, NotFound
 
 
 class FleetError(Exception):
@@ -65,20 +70,24 @@ class TrackStatus:
 
     @property
     def outcomes(self) -> int:
-        return self.track.successes + self.track.failures
+        return rollout.outcomes(self.track)
 
     @property
     def failure_rate(self) -> float | None:
-        return self.track.failures / self.outcomes if self.outcomes else None
+        return rollout.failure_rate(self.track)
 
     @property
     def over_threshold(self) -> bool:
-        rate = self.failure_rate
-        return rate is not None and self.outcomes >= self.track.min_devices and rate > self.track.max_failure_rate
+        return rollout.over_threshold(self.track)
+
+    @property
+    def state(self) -> TrackState:
+        """As devices see it: a rollout over its threshold is halted even before the halt is written."""
+        return rollout.effective_state(self.track)
 
     @property
     def staged(self) -> bool:
-        return self.track.percent < 100 or self.track.state is not TrackState.ACTIVE
+        return rollout.staged(self.track)
 
 
 @dataclass(frozen=True)
@@ -255,60 +264,43 @@ class Fleet:
         if not 1 <= percent <= 100:
             raise FleetError(f"percent must be between 1 and 100, not {percent}")
         _check_thresholds(max_failure_rate, min_devices)
-        catalog = self.catalog(product)
-        _offerable(catalog, kind, version)
-        current_channel = catalog.channels.get(channel)
-        current = current_channel.tracks.get(kind) if current_channel else None
-        thresholds = {
-            "max_failure_rate": max_failure_rate
-            if max_failure_rate is not None
-            else (current.max_failure_rate if current else Track(version).max_failure_rate),
-            "min_devices": min_devices
-            if min_devices is not None
-            else (current.min_devices if current else Track(version).min_devices),
-        }
-        if current is not None and current.version == version:
-            track = replace(current, percent=percent, **thresholds)  # type: ignore[arg-type]
-        else:
-            # A new rollout counts from zero, even for a release this channel served before.
-            self.catalog_store.reset_counters(product, channel, kind, version)
-            previous = _last_good(current)
-            track = Track(
-                version=version,
-                previous=previous if previous != version else None,
-                percent=percent,
-                **thresholds,  # type: ignore[arg-type]
-            )
-        return self._put_track(catalog, channel, kind, track)
+
+        def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
+            _offerable(catalog, kind, version)
+            return rollout.pointed(current, version, percent, max_failure_rate, min_devices)
+
+        return self._change_track(product, channel, kind, change, need_track=False)
 
     def rollback(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
-        catalog = self.catalog(product)
-        current = _track(catalog, channel, kind)
-        if current.previous is None:
-            raise FleetError(f"{product}/{channel} has no previous {kind.value} release to roll back to")
-        _offerable(catalog, kind, current.previous)
-        self.catalog_store.reset_counters(product, channel, kind, current.previous)
-        track = Track(
-            version=current.previous,
-            previous=None,
-            percent=100,
-            state=TrackState.ACTIVE,
-            max_failure_rate=current.max_failure_rate,
-            min_devices=current.min_devices,
-            rollback=True,
-        )
-        return self._put_track(catalog, channel, kind, track)
+        def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
+            assert current is not None
+            if current.previous is None:
+                raise FleetError(f"{product}/{channel} has no previous {kind.value} release to roll back to")
+            _offerable(catalog, kind, current.previous)
+            return rollout.rolled_back(current), True
+
+        return self._change_track(product, channel, kind, change)
 
     def pause(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
         return self._set_state(product, channel, kind, TrackState.PAUSED)
 
     def resume(self, product: str, channel: str, kind: Kind = Kind.APP, *, reset_counts: bool = False) -> TrackStatus:
-        """Resume a paused or halted rollout. Its counts stay unless `reset_counts`: a halted rollout
-        resumed with its counts still over the threshold halts again at its next failure."""
-        if reset_counts:
-            current = _track(self.catalog(product), channel, kind)
-            self.catalog_store.reset_counters(product, channel, kind, current.version)
-        return self._set_state(product, channel, kind, TrackState.ACTIVE)
+        """Resume a paused or halted rollout, keeping its counts unless `reset_counts`. A rollout whose
+        counts are over its threshold would halt again at once: it is resumed only with `reset_counts`."""
+
+        def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
+            assert current is not None
+            if rollout.over_threshold(current) and not reset_counts:
+                rate = rollout.failure_rate(current) or 0.0
+                raise FleetError(
+                    f"{product}/{channel} {kind.value} {current.version} has {current.failures} failures in "
+                    f"{rollout.outcomes(current)} outcomes ({rate:.0%}, over its {current.max_failure_rate:.0%}): "
+                    "it would halt again at once; resume with --reset-counts, or raise --max-failure-rate "
+                    "with `channel set`"
+                )
+            return replace(current, state=TrackState.ACTIVE), reset_counts
+
+        return self._change_track(product, channel, kind, change)
 
     def channel_status(self, product: str, channel: str) -> list[TrackStatus]:
         catalog = self.catalog(product)
@@ -321,19 +313,44 @@ class Fleet:
         ]
 
     def _set_state(self, product: str, channel: str, kind: Kind, state: TrackState) -> TrackStatus:
-        catalog = self.catalog(product)
-        current = _track(catalog, channel, kind)
-        if not self.catalog_store.set_track_state(product, channel, kind, current.version, state):
-            raise FleetError(f"{product}/{channel} changed while updating it; try again")
-        return self._status(product, channel, kind)
+        def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
+            assert current is not None
+            return replace(current, state=state), False
 
-    def _put_track(self, catalog: Catalog, channel: str, kind: Kind, track: Track) -> TrackStatus:
-        product = catalog.product.name
-        existing = catalog.channels.get(channel)
-        tracks = dict(existing.tracks) if existing else {}
-        tracks[kind] = track
-        self.catalog_store.put_channel(Channel(product=product, name=channel, tracks=tracks))
-        return self._status(product, channel, kind)
+        return self._change_track(product, channel, kind, change)
+
+    def _change_track(
+        self,
+        product: str,
+        channel: str,
+        kind: Kind,
+        change: Callable[[Catalog, Track | None], tuple[Track, bool]],
+        *,
+        need_track: bool = True,
+    ) -> TrackStatus:
+        """Apply `change` (current track → new track, reset counters?) as a write conditional on the
+        track it read; on a concurrent change, once more on fresh data."""
+        for _ in range(2):
+            catalog = self.catalog(product)
+            found = catalog.channels.get(channel)
+            current = _track(catalog, channel, kind) if need_track else (found.tracks.get(kind) if found else None)
+            track, reset = change(catalog, current)
+            try:
+                self.catalog_store.put_track(
+                    TrackChange(
+                        product,
+                        channel,
+                        kind,
+                        track,
+                        expect=current,
+                        channel_exists=found is not None,
+                        reset_counters=reset,
+                    )
+                )
+            except Conflict:
+                continue
+            return self._status(product, channel, kind)
+        raise FleetError(f"{product}/{channel} changed while updating it; try again")
 
     def _status(self, product: str, channel: str, kind: Kind) -> TrackStatus:
         return TrackStatus(product, channel, kind, _track(self.catalog(product), channel, kind))
@@ -387,7 +404,7 @@ class Fleet:
         elif unpin:
             pins.pop(Kind.APP, None)
         self.devices_store.put(replace(base, product=product, channel=channel, assigned=True, pins=pins))
-        if moved and existing is not None and (existing.failed or existing.offer):
+        if moved and existing is not None and (existing.failed or existing.attempts):
             self.devices_store.clear_failures(mac)
         return self.device(mac)
 
@@ -485,14 +502,6 @@ def _track(catalog: Catalog, channel: str, kind: Kind) -> Track:
             f"`otafleet channel set {product} {channel} VERSION{' --fs' if kind is Kind.FS else ''}`"
         )
     return track
-
-
-def _last_good(current: Track | None) -> str | None:
-    if current is None:
-        return None
-    if current.percent >= 100 and current.state is TrackState.ACTIVE:
-        return current.version
-    return current.previous
 
 
 __all__ = [

@@ -11,13 +11,12 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from otafleet import names
-from otafleet.fleet import Fleet, FleetError
+from otafleet import names, rollout
 from otafleet.imageformat import ImageError, inspect_filesystem, parse_app_image
 from otafleet.models import Kind, Product, Release, ReleaseState
 from otafleet.observability import count, logger
 from otafleet.storage.blobs import BlobStore, TooLarge, Upload
-from otafleet.storage.catalog import CatalogStore
+from otafleet.storage.catalog import CatalogStore, TrackChange
 from otafleet.storage.errors import Conflict
 
 FOLDERS = {"firmware": Kind.APP, "filesystem": Kind.FS}
@@ -98,11 +97,16 @@ class Ingest:
             return self._store_rejection(base, str(bad))
         except names.InvalidName as bad:
             return self._store_rejection(base, str(bad))
-        registered = self._register(release)
-        channel = upload.metadata.get("channel")
-        if registered.state is ReleaseState.REGISTERED and channel:
-            self._promote(registered, channel)
-        return registered
+        return self._register(release, self._channel(release, upload.metadata.get("channel")))
+
+    def _channel(self, release: Release, channel: str | None) -> str | None:
+        if not channel:
+            return None
+        try:
+            return names.channel(channel)
+        except names.InvalidName as bad:
+            logger().warning("channel metadata ignored", extra={"reason": str(bad), **_summary(release)})
+            return None
 
     def _validate(self, base: Release, where: ObjectKey, product: Product, upload: Upload) -> Release:
         view = memoryview(upload.data)
@@ -137,16 +141,26 @@ class Ingest:
             facts=info.facts(),
         )
 
-    def _register(self, release: Release) -> Release:
-        # Write first, read only when the version exists already: the common case costs one request.
-        try:
-            self.catalog.add_release(release)
-        except Conflict:
-            existing = self.catalog.get_release(release.product, release.kind, release.version)
-        else:
+    def _register(self, release: Release, channel: str | None) -> Release:
+        """Register the release, and promote it to `channel` in the same write: a promotion happens
+        exactly once, with its registration; a repeated event or a re-upload of the same bytes finds the
+        release registered and changes nothing an operator did since."""
+        for _ in range(3):
+            promotion = self._promotion(release, channel) if channel else None
+            try:
+                self.catalog.register(release, promotion)
+            except Conflict as lost:
+                if 0 not in lost.failed and promotion is not None:
+                    continue  # the channel changed since it was read: read it again
+                existing = self.catalog.get_release(release.product, release.kind, release.version)
+                break
             logger().info("release registered", extra=_summary(release))
             count("ReleasesRegistered")
+            if promotion is not None:
+                logger().info("release promoted", extra={"channel": channel, **_summary(release)})
             return release
+        else:
+            raise Conflict(f"channel {channel} of {release.product} kept changing during registration")
         if existing is None:  # registered and gone again: only an operator's hand does that
             raise Conflict(f"{release.product} {release.kind.value} {release.version} changed during registration")
         if existing.sha256 == release.sha256:
@@ -156,6 +170,21 @@ class Ingest:
             f"{release.kind.value} {release.version} of {release.product} is already registered with different "
             f"bytes (sha256 {existing.sha256[:16]}…, uploaded {existing.uploaded_at}); releases are immutable: "
             "upload the new build under a new version",
+        )
+
+    def _promotion(self, release: Release, channel: str) -> TrackChange:
+        # The same rule as `otafleet channel set` (rollout.pointed): the last good release becomes `previous`.
+        current_channel = self.catalog.get_channel(release.product, channel)
+        current = current_channel.tracks.get(release.kind) if current_channel else None
+        track, reset = rollout.pointed(current, release.version, 100, None, None)
+        return TrackChange(
+            release.product,
+            channel,
+            release.kind,
+            track,
+            expect=current,
+            channel_exists=current_channel is not None,
+            reset_counters=reset,
         )
 
     def _reject(self, where: ObjectKey, key: str, version_id: str | None, reason: str, *, size: int) -> Release:
@@ -178,15 +207,6 @@ class Ingest:
         logger().warning("upload rejected", extra={**_summary(rejected), "reason": reason})
         count("UploadsRejected")
         return rejected
-
-    def _promote(self, release: Release, channel: str) -> None:
-        # The same rule as `otafleet channel set`: the channel's last good release becomes `previous`.
-        try:
-            Fleet(None, self.catalog).set_channel(release.product, channel, release.version, release.kind)
-        except FleetError as refused:
-            logger().warning("channel metadata ignored", extra={"reason": str(refused), **_summary(release)})
-            return
-        logger().info("release promoted", extra={"channel": channel, **_summary(release)})
 
 
 def _summary(release: Release) -> dict[str, object]:

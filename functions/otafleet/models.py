@@ -37,6 +37,15 @@ class TrackState(StrEnum):
     HALTED = "halted"
 
 
+class AttemptState(StrEnum):
+    """Where one device's update attempt of one kind stands (attempts.py holds the transitions)."""
+
+    OFFERED = "offered"  # handed the image; the next checks will tell
+    INSTALLED = "installed"  # the device's headers show the target
+    FAILED = "failed"  # offered repeatedly, the device came back on its old build, which is not the target
+    UNKNOWN = "unknown"  # the device's headers can tell neither; never counted as a failure
+
+
 # Platform names a product can have; every one but esp8266 speaks the ESP32 dialect.
 PLATFORMS: tuple[str, ...] = (
     "esp8266",
@@ -88,10 +97,19 @@ class Release:
     flash_size_bytes: int | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     uploaded_at: str | None = None
+    # What a device reports once it runs this app image: `sketch-size` (ESP.getSketchSize()) and the
+    # `sketch-md5` values it can have (ESP8266's updater rewrites the flash-mode byte). None/empty for
+    # releases registered before these facts were computed, and for filesystem images.
+    sketch_size: int | None = None
+    flashed_md5s: tuple[str, ...] = ()
 
     @property
     def offerable(self) -> bool:
         return self.state is ReleaseState.REGISTERED
+
+
+# A rollout's outcome counters: installed, failed, unknown (Track.successes / failures / unknowns).
+COUNTERS = ("ok", "fail", "unknown")
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,10 @@ class Track:
     min_devices: int = 10
     # Set by `channel rollback`: devices may move back to this version although it is older.
     rollback: bool = False
+    # Attempts that ended without evidence either way: shown, never part of the failure rate.
+    unknowns: int = 0
+    # Bumped by every write of the track, so that writes based on what was read are conditional on it.
+    rev: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,7 +153,9 @@ class Catalog:
 
 @dataclass(frozen=True)
 class Reported:
-    """What a device said about itself at its last check."""
+    """What a device said about itself at its last checks. `version` is the application version of the
+    last `sketch` check; `fs_version` the filesystem version of the last filesystem check (the stock
+    client's `updateFS` sends the filesystem's version in the same header)."""
 
     version: str | None = None
     sketch_md5: str | None = None
@@ -143,18 +167,42 @@ class Reported:
     mode: str | None = None
     source_ip: str | None = None
     at: str | None = None
+    fs_version: str | None = None
 
 
 @dataclass(frozen=True)
-class Offer:
+class Build:
+    """What a device's headers say about the build it runs, for one kind of image. Filesystem checks
+    describe the filesystem by its version only: their MD5 and size headers are the sketch's."""
+
+    version: str | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One device's attempt to move one kind of image to `version` (attempts.py: the transitions)."""
+
     kind: Kind
     version: str
-    count: int
-    at: str
-    # What the device reported when it was first offered this release: coming back with
-    # the same build later means the update did not take.
-    from_md5: str | None = None
-    from_version: str | None = None
+    state: AttemptState
+    offers: int
+    started: str
+    last_offer: str
+    before: Build  # what the device ran when first offered: coming back with it means it did not take
+    channel: str | None = None  # the rollout it counts for; None when the device is pinned
+    trusted: bool = False  # whether its verdict may move rollout counters
+    ended: str | None = None
+    after: Build | None = None  # what the device ran when the attempt ended
+    why: str | None = None  # the evidence that ended it
+    # Bumped by every write, so that each transition is a conditional write on the state it leaves.
+    seq: int = 1
+
+    @property
+    def open(self) -> bool:
+        return self.state is AttemptState.OFFERED
 
 
 @dataclass(frozen=True)
@@ -169,18 +217,60 @@ class Device:
     delivery: Delivery | None = None
     secret_hash: str | None = None
     reported: Reported = field(default_factory=Reported)
-    offer: Offer | None = None
+    attempts: dict[Kind, Attempt] = field(default_factory=dict)
+    # The filesystem version confirmed by evidence (reported, or after an attempt ended installed).
     fs_version: str | None = None
-    # Learned when a device came back with a new build after an offer: ESP8266 devices report an MD5
-    # that can differ from the file's (the updater rewrites the flash-mode byte), so this is how the
-    # service knows that build is that release.
+    # Learned when an app attempt ended installed: the release and the MD5 the device reported running it.
     running_version: str | None = None
     running_md5: str | None = None
     failed: frozenset[str] = frozenset()
     checks: int = 0
+    installs: int = 0  # attempts that ended installed: part of an enrolled device's history
     last_outcome: str | None = None
     last_reason: str | None = None
     first_seen: str | None = None
     last_seen: str | None = None
     # The product an unassigned device asked for by URL (/update/<product>): helps operators assign it.
     seen_product: str | None = None
+    # Set when the device enrolled itself (open enrollment); None for devices an operator assigned.
+    enrolled_at: str | None = None
+
+
+@dataclass(frozen=True)
+class CounterEvent:
+    """A rollout counter to move with a device's attempt transition, in the same write."""
+
+    product: str
+    channel: str
+    kind: Kind
+    version: str
+    deltas: dict[str, int]  # counter (one of COUNTERS) → change
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """What one check writes on the device record. Operator-owned fields are never overwritten,
+    except that enrollment sets product and channel on a device that has none."""
+
+    reported: Reported
+    outcome: str
+    reason: str
+    at: str
+    enroll: tuple[str, str] | None = None  # (product, channel)
+    seen_product: str | None = None
+    # The checked kind's attempt after this check, and the one it replaces (the write is conditional on
+    # it still being there: two checks in flight cannot both make the same transition).
+    attempt: Attempt | None = None
+    replaces: Attempt | None = None
+    failed: str | None = None  # "<kind>:<version>" to add to the device's failed set
+    running: tuple[str, str | None] | None = None  # (version, md5) learned after an app install
+    fs_version: str | None = None
+    chip: str | None = None
+    installed: bool = False  # an attempt ended installed: one more in the device's history
+    counter: CounterEvent | None = None
+    # Epoch seconds after which DynamoDB may delete the record (devices nobody assigned).
+    expires_at: int | None = None
+
+    @property
+    def changes_attempt(self) -> bool:
+        return self.attempt is not None and self.attempt != self.replaces

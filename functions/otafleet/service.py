@@ -2,6 +2,10 @@
 
 The Lambda handler and `otafleet explain` both come through here; the handler stays a thin mapping
 from API Gateway events to these calls.
+
+A check's write is conditional on the state it read (the attempt it moves on, an unassigned device it
+enrolls); when a concurrent write won, the check is decided again on fresh data, so two checks in
+flight, a retry racing `device retry` or an enrollment racing `device assign` each count once.
 """
 
 from __future__ import annotations
@@ -10,20 +14,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from otafleet import delivery, names
+from otafleet import credentials, delivery, names, rollout
 from otafleet.config import Settings
 from otafleet.decision import Decision, Outcome, Policy, decide
-from otafleet.delivery import Answer
-from otafleet.models import Catalog, Delivery, Kind, Track, TrackState, dialect_of
+from otafleet.delivery import Answer, Payload
+from otafleet.models import Catalog, Delivery, Kind, Release, TrackState, dialect_of
 from otafleet.observability import count, logger
 from otafleet.protocol import CheckRequest, ProtocolError, parse_check
 from otafleet.storage.blobs import BlobStore
 from otafleet.storage.catalog import CatalogStore
-from otafleet.storage.devices import DeviceStore
+from otafleet.storage.devices import DeviceStore, EnrollmentLimited
 from otafleet.storage.errors import Conflict, NotFound, StorageUnavailable
-from otafleet.storage.items import counter_name
 
 RETRY_AFTER_SECONDS = "300"
+# Decide again on fresh data at most this often when a concurrent write won.
+ROUNDS = 3
 
 
 def utc_now() -> str:
@@ -51,6 +56,8 @@ class UpdateService:
             failure_offer_limit=self.settings.failure_offer_limit,
             max_inline_bytes=self.settings.max_inline_bytes,
             redirect_scheme=self.blobs.redirect_scheme,
+            enroll_trust_seconds=int(self.settings.enroll_trust_hours * 3600),
+            unassigned_ttl_seconds=int(self.settings.unassigned_ttl_days * 86400),
         )
 
     # --- the device-facing checks ----------------------------------------------------------------
@@ -71,13 +78,12 @@ class UpdateService:
             count("Refused")
             return delivery.text(refused.status, refused.reason, "bad-request")
         try:
-            decision = self.decide(req)
-            answer = delivery.answer_for(decision, self.blobs)
-            self._record(req, decision)
-        except (StorageUnavailable, NotFound, Conflict) as fault:  # Conflict: a record changed under the check
-            log.error("storage unavailable", extra={"mac": req.mac, "error": str(fault)})
+            decision, answer = self._check(req)
+        except (StorageUnavailable, NotFound, Conflict) as fault:  # Conflict: lost every round to other writes
+            log.error("storage unavailable", extra={"mac": req.mac, "error": str(fault) or type(fault).__name__})
             count("StorageFaults")
             return unavailable()
+        verdict = decision.verdict
         log.info(
             "decision",
             extra={
@@ -91,16 +97,53 @@ class UpdateService:
                 "version": decision.release.version if decision.release else None,
                 "delivery": decision.delivery.value if decision.delivery else None,
                 "reported_version": req.version,
+                "verdict": verdict.value if verdict else None,
             },
         )
         self._metrics(decision)
         return answer
 
-    def decide(self, req: CheckRequest, *, fresh: bool = False) -> Decision:
+    def _check(self, req: CheckRequest) -> tuple[Decision, Answer]:
+        enrollment_open = True
+        for round_ in range(ROUNDS):
+            catalog, decision = self._decide(req, fresh=round_ > 0, enrollment_open=enrollment_open)
+            answer = self._answer(decision)
+            try:
+                self.devices.record_check(req.mac, decision.record)
+            except EnrollmentLimited:
+                enrollment_open = False
+                continue
+            except Conflict:
+                if round_ == ROUNDS - 1:
+                    raise
+                continue
+            self._halt_if_due(decision, catalog)
+            return decision, answer
+        raise Conflict("no round of the check could record it")
+
+    def _decide(
+        self, req: CheckRequest, *, fresh: bool = False, enrollment_open: bool = True
+    ) -> tuple[Catalog | None, Decision]:
         device = self.devices.get(req.mac)
         name = device.product if device is not None and device.assigned else req.product
         catalog = self.catalog.load(name, fresh=fresh) if name else None
-        return decide(req, device, catalog, now=self.clock(), policy=self.policy())
+        decision = decide(req, device, catalog, now=self.clock(), policy=self.policy(), enrollment_open=enrollment_open)
+        return catalog, decision
+
+    def decide(self, req: CheckRequest, *, fresh: bool = False) -> Decision:
+        return self._decide(req, fresh=fresh)[1]
+
+    def _answer(self, decision: Decision) -> Answer:
+        payload = None
+        if decision.outcome is Outcome.OFFER:
+            assert decision.release is not None and decision.delivery is not None
+            payload = self._fetch(decision.release, decision.delivery)
+        return delivery.answer_for(decision, payload)
+
+    def _fetch(self, release: Release, mode: Delivery) -> Payload:
+        if mode is Delivery.REDIRECT:
+            return Payload(url=self.blobs.presign(release))
+        return Payload(body=self.blobs.read_release(release))
 
     def explain(self, mac: str, *, mode: str = "sketch") -> Decision | None:
         """Dry run: what `mac` would get at its next check if it reported what it last reported.
@@ -113,6 +156,7 @@ class UpdateService:
         if device.product:
             catalog = self.catalog.load(device.product, fresh=True)
             platform = catalog.product.platform if catalog else None
+        fs = mode != "sketch" and mode != "version"
         req = CheckRequest(
             dialect=dialect_of(device.chip or platform or "esp8266"),
             mac=mac,
@@ -123,7 +167,7 @@ class UpdateService:
             sdk_version=last.sdk_version,
             sketch_md5=last.sketch_md5,
             sketch_sha256=last.sketch_sha256,
-            version=last.version,
+            version=last.fs_version if fs else last.version,
             source_ip=last.source_ip,
             product=device.product,
             # Assume the scheme a redirect needs: devices reach the API the way presigned URLs work.
@@ -132,55 +176,45 @@ class UpdateService:
         )
         return self.decide(req, fresh=True)
 
-    def _record(self, req: CheckRequest, decision: Decision) -> None:
-        event = self._rollout_event(decision)
-        if event is None:
-            self.devices.record_check(req.mac, decision.record)
+    # --- rollouts --------------------------------------------------------------------------------
+
+    def _halt_if_due(self, decision: Decision, catalog: Catalog | None) -> None:
+        """Persist a halt the rollout rules call for. Checked after every verdict (on fresh counts) and
+        at every check whose (cached) catalog shows it due: a halt lost to a fault is written later, and
+        until then every reader treats the rollout as halted (rollout.effective_state)."""
+        counter = decision.record.counter
+        if counter is not None:
+            catalog = self.catalog.load(counter.product, fresh=True)
+            product, channel, kind = counter.product, counter.channel, counter.kind
+        elif decision.product is not None and decision.channel is not None and decision.release is not None:
+            product, channel, kind = decision.product, decision.channel, decision.release.kind
+        else:
             return
-        self.devices.record_check(req.mac, decision.record, rollout_event=event)
-        if decision.event == "failure":
-            self._maybe_halt(decision)
-
-    def _track(self, decision: Decision, catalog: Catalog | None) -> Track | None:
-        if catalog is None or decision.release is None or decision.channel is None:
-            return None
-        channel = catalog.channels.get(decision.channel)
-        track = channel.tracks.get(decision.release.kind) if channel else None
-        return track if track and track.version == decision.release.version else None
-
-    def _rollout_event(self, decision: Decision) -> tuple[str, str, str, str] | None:
-        """Successes and failures count for a rollout only when the release is the channel's own."""
-        if decision.event is None or decision.product is None or decision.channel is None:
-            return None
-        release = decision.release
-        if release is None or self._track(decision, self.catalog.load(decision.product)) is None:
-            return None
-        name = counter_name("ok" if decision.event == "success" else "fail", release.kind, release.version)
-        return (decision.event, decision.product, decision.channel, name)
-
-    def _maybe_halt(self, decision: Decision) -> None:
-        assert decision.product is not None and decision.channel is not None and decision.release is not None
-        catalog = self.catalog.load(decision.product, fresh=True)
-        track = self._track(decision, catalog)
-        if track is None or track.state is not TrackState.ACTIVE:
+        ch = catalog.channels.get(channel) if catalog else None
+        track = ch.tracks.get(kind) if ch else None
+        if track is None or not rollout.should_halt(track):
             return
-        total = track.successes + track.failures
-        if total >= track.min_devices and track.failures / total > track.max_failure_rate:
+        try:
             halted = self.catalog.set_track_state(
-                decision.product, decision.channel, decision.release.kind, track.version, TrackState.HALTED
+                product, channel, kind, track.version, TrackState.HALTED, from_states=(TrackState.ACTIVE,)
             )
-            if halted:
-                logger().warning(
-                    "rollout halted",
-                    extra={
-                        "product": decision.product,
-                        "channel": decision.channel,
-                        "version": track.version,
-                        "failures": track.failures,
-                        "successes": track.successes,
-                    },
-                )
-                count("RolloutsHalted")
+        except StorageUnavailable as fault:
+            logger().error("rollout halt not written", extra={"product": product, "error": str(fault)})
+            return
+        if halted:
+            logger().warning(
+                "rollout halted",
+                extra={
+                    "product": product,
+                    "channel": channel,
+                    "kind": kind.value,
+                    "version": track.version,
+                    "failures": track.failures,
+                    "successes": track.successes,
+                    "unknowns": track.unknowns,
+                },
+            )
+            count("RolloutsHalted")
 
     def _metrics(self, decision: Decision) -> None:
         count("Checks")
@@ -188,16 +222,17 @@ class UpdateService:
             count("Offers", delivery=decision.delivery.value)
         elif decision.outcome is Outcome.NO_UPDATE:
             count("NotModified", reason=decision.reason)
-        elif decision.reason == "unknown-device":
+        elif decision.reason in ("unknown-device", "enroll-rate-limited"):
             count("UnknownDevices")
-        if decision.event == "failure":
-            count("InferredFailures")
-        elif decision.event == "success":
-            count("InferredSuccesses")
+        verdict = {"failed": "InferredFailures", "installed": "InferredSuccesses", "unknown": "UnknownOutcomes"}
+        if decision.verdict is not None:
+            count(verdict[decision.verdict.value])
 
     # --- the simple updater ----------------------------------------------------------------------
 
-    def simple(self, product: str, channel: str, *, scheme: str = "https") -> Answer:
+    def simple(self, product: str, channel: str, *, scheme: str = "https", authorization: str | None = None) -> Answer:
+        """The release the whole channel runs (never a partial, paused or halted rollout's), to anyone
+        for an open product, to a device of the product with valid credentials for one that requires them."""
         try:
             names.product(product)
             names.channel(channel)
@@ -208,11 +243,15 @@ class UpdateService:
             catalog = self.catalog.load(product)
             ch = catalog.channels.get(channel) if catalog else None
             track = ch.tracks.get(Kind.APP) if ch else None
-            release = catalog.release(Kind.APP, track.version) if catalog and track else None
+            version = rollout.baseline(track) if track else None
+            release = catalog.release(Kind.APP, version) if catalog and version else None
             if catalog is None or release is None or not release.offerable:
                 return delivery.text(404, f"no release on {product}/{channel}", "no-release")
+            if catalog.product.auth_required and not self._authorized(product, authorization):
+                logger().info("refused", extra={"status": 401, "reason": "unauthorized", "product": product})
+                return delivery.text(401, "valid device credentials required", "unauthorized")
             mode = catalog.product.delivery
-            if mode is Delivery.REDIRECT and scheme != self.blobs.redirect_scheme:
+            if mode is Delivery.REDIRECT and (authorization or scheme != self.blobs.redirect_scheme):
                 mode = Delivery.INLINE
             if mode is Delivery.INLINE and release.size > self.settings.max_inline_bytes:
                 return delivery.text(
@@ -221,7 +260,17 @@ class UpdateService:
                     "too-large-for-inline",
                 )
             count("SimpleDownloads", delivery=mode.value)
-            return delivery.deliver(release, mode, self.blobs)
+            return delivery.offered(release, self._fetch(release, mode))
         except (StorageUnavailable, NotFound) as fault:
             logger().error("storage unavailable", extra={"product": product, "error": str(fault)})
             return unavailable()
+
+    def _authorized(self, product: str, authorization: str | None) -> bool:
+        mac = credentials.user_mac(authorization)
+        device = self.devices.get(mac) if mac else None
+        return (
+            device is not None
+            and device.assigned
+            and device.product == product
+            and credentials.verify(authorization, device.mac, device.secret_hash)
+        )

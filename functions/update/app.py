@@ -47,7 +47,9 @@ def _check(event: dict[str, Any], product: str | None = None) -> Answer:
 def _firmware(event: dict[str, Any], product: str, channel: str) -> Answer:
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
     proto = headers.get("cloudfront-forwarded-proto") or headers.get("x-forwarded-proto") or "https"
-    return service().simple(product, channel, scheme="http" if proto == "http" else "https")
+    return service().simple(
+        product, channel, scheme="http" if proto == "http" else "https", authorization=headers.get("authorization")
+    )
 
 
 def route(event: dict[str, Any]) -> Answer:

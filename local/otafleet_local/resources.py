@@ -25,6 +25,9 @@ def create(settings: Settings, dynamodb: Any, s3: Any) -> None:
         if name in existing:
             continue
         dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **table_definition(logical_id))
+        ttl = template.resources("AWS::DynamoDB::Table")[logical_id]["Properties"].get("TimeToLiveSpecification")
+        if ttl:
+            dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
     buckets = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if settings.firmware_bucket not in buckets:
         kwargs: dict[str, Any] = {"Bucket": settings.firmware_bucket}

@@ -477,15 +477,15 @@ def test_device_show_everything_known(door: World, run: Run) -> None:
         "4194304",
         "2.2.2-dev(38a443e)",
         "198.51.100.4",
-        "app 1.1.0",
-        "times offered",
+        "app attempt      1.1.0: offered",
         "offer (offer)",
     ):
         assert expected in out, expected
     data = run("device", "show", MAC, "--json").json()
     assert data["reported"]["free_space"] == 500_000
     assert data["reported"]["source_ip"] == "198.51.100.4"
-    assert data["offer"]["version"] == "1.1.0" and data["offer"]["count"] == 1
+    attempt = data["attempts"]["app"]
+    assert (attempt["version"], attempt["offers"], attempt["state"]) == ("1.1.0", 1, "offered")
     assert (data["last_outcome"], data["last_reason"], data["has_credentials"]) == ("offer", "offer", False)
     assert "secret_hash" not in data
 
@@ -517,7 +517,7 @@ def test_device_retry(door: World, run: Run) -> None:
     assert run("device", "show", MAC, "--json").json()["failed"] == ["app:1.1.0"]
     result = run("device", "retry", MAC, "--json")
     assert result.code == 0
-    assert result.json()["failed"] == [] and result.json()["offer"] is None
+    assert result.json()["failed"] == [] and result.json()["attempts"] == {}
     assert check(door, version="1.0.0", md5="b" * 32) == 302
 
 
@@ -566,7 +566,7 @@ def test_explain_prints_each_step_and_the_answer(door: World, run: Run) -> None:
     assert result.code == 0
     for step in ("dialect", "identity", "device", "target", "already there", "safety", "delivery"):
         assert f" {step} " in result.out, step
-    assert result.out.strip().splitlines()[-1] == "answer: 302 offer: offering app 1.1.0 (redirect)"
+    assert result.out.strip().splitlines()[-1] == "answer: 302 offer: offering app 1.1.0 (redirect, offer 2)"
     data = run("explain", MAC, "--json").json()
     assert (data["outcome"], data["status"], data["reason"], data["delivery"]) == ("offer", 302, "offer", "redirect")
     assert data["release"]["version"] == "1.1.0"

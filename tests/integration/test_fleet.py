@@ -8,9 +8,8 @@ from dataclasses import replace
 import pytest
 
 from otafleet import credentials
-from otafleet.decision import Record
 from otafleet.fleet import Fleet, FleetError, distribution
-from otafleet.models import Delivery, Device, Kind, ReleaseState, Reported, TrackState
+from otafleet.models import CheckRecord, Delivery, Device, Kind, ReleaseState, Reported, TrackState
 from otafleet.rollout import in_rollout
 from otafleet.storage import clients
 from support.devices import basic, esp8266_headers
@@ -281,7 +280,7 @@ def test_moving_a_device_to_another_product_drops_pins_offer_and_failures(door: 
     door.device(MAC, "door", pins={Kind.APP: "1.0.0"})
     door.devices.record_check(
         MAC,
-        Record(reported=Reported(version="1.0.0"), outcome="no-update", reason="failed", at=NOW, failed="app:1.1.0"),
+        CheckRecord(reported=Reported(version="1.0.0"), outcome="no-update", reason="failed", at=NOW, failed="app:1.1.0"),
     )
     assert fleet.device(MAC).failed == frozenset({"app:1.1.0"})
     moved = fleet.assign(MAC, "cam")
@@ -341,7 +340,7 @@ def test_retry_clears_failures_and_the_offer(door: World, fleet: Fleet) -> None:
     assert fleet.device(MAC).failed == frozenset({"app:1.1.0"})
     assert check(door, version="1.0.0", md5=md5) == 304
     device = fleet.retry(MAC)
-    assert device.failed == frozenset() and device.offer is None
+    assert device.failed == frozenset() and device.attempts == {}
     assert check(door, version="1.0.0", md5=md5) == 302
     with pytest.raises(FleetError, match="unknown device"):
         fleet.retry("5C:CF:7F:00:00:09")

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from otafleet.models import Delivery, Kind
+from otafleet.models import AttemptState, Delivery, Kind
 from support.devices import esp32_headers, esp8266_core_2_0_headers, esp8266_headers, http_api_event
 from support.world import World, fake_image
 from update import app as update_app
@@ -213,7 +213,7 @@ def test_version_probe_answers_headers_only(fleet: World) -> None:
     assert header(response, "x-version") == "1.1.0"
     assert header(response, "x-MD5") == hashlib.md5(image_of(fleet, "door", "1.1.0")).hexdigest()
     device = fleet.devices.get(ESP8266)
-    assert device is not None and device.offer is None
+    assert device is not None and device.attempts == {}
 
 
 # --- ESP32 dialect --------------------------------------------------------------------------------
@@ -268,7 +268,8 @@ def test_every_check_is_recorded(fleet: World) -> None:
     assert device.checks == 2
     assert device.reported.free_space == 777_777
     assert device.reported.version == "1.0.0"
-    assert device.offer is not None and device.offer.version == "1.1.0" and device.offer.count == 2
+    attempt = device.attempts[Kind.APP]
+    assert attempt.version == "1.1.0" and attempt.offers == 2 and attempt.state is AttemptState.OFFERED
 
 
 # --- the simple updater ---------------------------------------------------------------------------

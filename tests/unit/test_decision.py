@@ -9,12 +9,12 @@ import pytest
 from otafleet import credentials
 from otafleet.decision import Outcome, Policy, decide, failed_key
 from otafleet.models import (
+    AttemptState,
     Catalog,
     Channel,
     Delivery,
     Device,
     Kind,
-    Offer,
     Product,
     Release,
     ReleaseState,
@@ -24,6 +24,7 @@ from otafleet.models import (
 from otafleet.protocol import CheckRequest, parse_check
 from otafleet.rollout import in_rollout
 from support.devices import esp32_headers, esp8266_headers
+from support.records import apply
 
 MAC = "5C:CF:7F:00:00:01"
 NOW = "2026-11-24T12:00:00Z"
@@ -65,10 +66,11 @@ def req(**kw: object) -> CheckRequest:
 
 def test_offer_and_record() -> None:
     d = decide(req(version="1.0.0"), DEVICE, CAT, now=NOW)
-    assert d.outcome is Outcome.OFFER and d.status == 200
+    # a redirect offer is a 302, in the trace too
+    assert d.outcome is Outcome.OFFER and d.status == 302 and d.steps[-1].result.startswith("302 offer")
     assert d.release is not None and d.release.version == "1.1.0"
     assert d.delivery is Delivery.REDIRECT
-    assert d.record.offer is not None and d.record.offer.count == 1 and d.record.offer_is_new
+    assert d.record.attempt is not None and d.record.attempt.offers == 1 and d.record.replaces is None
     assert d.record.reported.version == "1.0.0"
 
 
@@ -76,6 +78,7 @@ def test_steps_explain_each_rule() -> None:
     d = decide(req(version="1.0.0"), DEVICE, CAT, now=NOW)
     names = [s.name for s in d.steps]
     assert names == ["dialect", "identity", "device", "target", "already there", "safety", "delivery", "answer"]
+    assert d.status == 302
 
 
 def test_unknown_device_is_404_and_seen() -> None:
@@ -144,36 +147,37 @@ def test_failure_inferred_after_limit_offers() -> None:
     device = DEVICE
     for n in range(1, 4):
         d = decide(req(version="1.0.0", md5="a" * 32), device, CAT, now=NOW)
-        assert d.outcome is Outcome.OFFER and d.record.offer is not None and d.record.offer.count == n
-        device = replace(device, offer=d.record.offer)
+        assert d.outcome is Outcome.OFFER and d.record.attempt is not None and d.record.attempt.offers == n
+        device = apply(device, d.record)
     d = decide(req(version="1.0.0", md5="a" * 32), device, CAT, now=NOW)
-    assert d.outcome is Outcome.NO_UPDATE and d.reason == "failed" and d.event == "failure"
-    assert d.record.failed == failed_key(Kind.APP, "1.1.0") and d.record.clear_offer
-    device = replace(device, offer=None, failed=frozenset({d.record.failed}))
+    assert d.outcome is Outcome.NO_UPDATE and d.reason == "failed" and d.verdict is AttemptState.FAILED
+    assert d.record.failed == failed_key(Kind.APP, "1.1.0")
+    device = apply(device, d.record)
     d = decide(req(version="1.0.0", md5="a" * 32), device, CAT, now=NOW)
-    assert d.reason == "failed-before" and d.event is None
+    assert d.reason == "failed-before" and d.verdict is None and d.record.attempt is None
 
 
 def test_failure_limit_is_policy() -> None:
-    offered = replace(DEVICE, offer=Offer(Kind.APP, "1.1.0", 1, NOW, from_version="1.0.0"))
+    offered = apply(DEVICE, decide(req(version="1.0.0"), DEVICE, CAT, now=NOW).record)
     d = decide(req(version="1.0.0"), offered, CAT, now=NOW, policy=Policy(failure_offer_limit=1))
     assert d.reason == "failed"
 
 
 def test_success_inferred_from_reported_version() -> None:
-    offered = replace(DEVICE, offer=Offer(Kind.APP, "1.1.0", 1, NOW, from_version="1.0.0"))
+    offered = apply(DEVICE, decide(req(version="1.0.0"), DEVICE, CAT, now=NOW).record)
     d = decide(req(version="1.1.0"), offered, CAT, now=NOW)
-    assert d.outcome is Outcome.NO_UPDATE and d.event == "success" and d.record.clear_offer
+    assert d.outcome is Outcome.NO_UPDATE and d.verdict is AttemptState.INSTALLED
+    assert d.record.attempt is not None and d.record.attempt.state is AttemptState.INSTALLED
 
 
-def test_success_inferred_from_new_md5_and_learned() -> None:
-    """ESP8266 without a version string: the flashed sketch's MD5 may differ from the file's."""
-    offered = replace(DEVICE, offer=Offer(Kind.APP, "1.1.0", 1, NOW, from_md5="a" * 32))
+def test_success_inferred_from_new_md5_and_learned_for_releases_without_device_facts() -> None:
+    """A release registered before the MD5s a device reports were computed: a new build after the offer is it."""
+    offered = apply(DEVICE, decide(req(md5="a" * 32), DEVICE, CAT, now=NOW).record)
     d = decide(req(md5="b" * 32), offered, CAT, now=NOW)
-    assert d.event == "success" and d.record.running == ("1.1.0", "b" * 32)
-    learned = replace(DEVICE, running_version="1.1.0", running_md5="b" * 32)
+    assert d.verdict is AttemptState.INSTALLED and d.record.running == ("1.1.0", "b" * 32)
+    learned = apply(offered, d.record)
     d = decide(req(md5="b" * 32), learned, CAT, now=NOW)
-    assert d.outcome is Outcome.NO_UPDATE and d.reason == "up-to-date" and d.event is None
+    assert d.outcome is Outcome.NO_UPDATE and d.reason == "up-to-date" and d.verdict is None
 
 
 def test_safety_rules() -> None:
@@ -200,7 +204,7 @@ def test_blocked() -> None:
 
 def test_probe_offers_nothing() -> None:
     d = decide(req(version="1.0.0", mode="version"), DEVICE, CAT, now=NOW)
-    assert d.outcome is Outcome.PROBE and d.status == 200 and d.record.offer is None
+    assert d.outcome is Outcome.PROBE and d.status == 200 and d.record.attempt is None
 
 
 def test_delivery_choice() -> None:

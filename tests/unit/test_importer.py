@@ -438,7 +438,7 @@ def test_run_import_dry_run_writes_nothing(tmp_path: Path) -> None:
 
 def test_run_import_writes_devices_with_pins(tmp_path: Path) -> None:
     reported = Reported(version="DOOR-6", sketch_md5="1" * 32)
-    moved = Device("18:FE:AA:AA:AA:BB", "temp", "stable", True, pins={Kind.APP: "TEMP-1.0.0"}, offer=None)
+    moved = Device("18:FE:AA:AA:AA:BB", "temp", "stable", True, pins={Kind.APP: "TEMP-1.0.0"})
     devices = MemoryDevices(
         {
             "18:FE:AA:AA:AA:AA": Device("18:FE:AA:AA:AA:AA", reported=reported, checks=7),

@@ -7,11 +7,12 @@ configurable time, so a warm check touches DynamoDB only for the device itself.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from otafleet.config import Settings
-from otafleet.models import Catalog, Channel, Kind, Product, Release, TrackState
+from otafleet.models import COUNTERS, Catalog, Channel, Kind, Product, Release, Track, TrackState
 from otafleet.storage import clients
 from otafleet.storage.dynamo import from_item, to_item
 from otafleet.storage.errors import Conflict, translated
@@ -20,6 +21,7 @@ from otafleet.storage.items import (
     channel_from_item,
     channel_sk,
     channel_to_item,
+    counter_name,
     product_from_item,
     product_pk,
     product_to_item,
@@ -27,7 +29,28 @@ from otafleet.storage.items import (
     release_from_item,
     release_sk,
     release_to_item,
+    track_to_map,
 )
+
+
+class _Any:
+    """`expect=ANY`: write the track whatever is there (seeding test and demo data)."""
+
+
+ANY = _Any()
+
+
+@dataclass(frozen=True)
+class TrackChange:
+    """One kind's track of a channel to write, conditional on the track read before (see put_track)."""
+
+    product: str
+    channel: str
+    kind: Kind
+    track: Track
+    expect: Track | _Any | None
+    channel_exists: bool = True
+    reset_counters: bool = False
 
 
 class CatalogStore:
@@ -96,24 +119,29 @@ class CatalogStore:
         self.invalidate(product.name)
 
     def put_channel(self, channel: Channel) -> None:
-        """Replace the channel's tracks, keeping its rollout counters (other attributes)."""
-        item = channel_to_item(channel)
-        with translated():
-            self.client.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": item["pk"]}, "sk": {"S": item["sk"]}},
-                UpdateExpression="SET #type = :type, product = :product, #name = :name, tracks = :tracks",
-                ExpressionAttributeNames={"#type": "type", "#name": "name"},
-                ExpressionAttributeValues=to_item(
-                    {
-                        ":type": "channel",
-                        ":product": channel.product,
-                        ":name": channel.name,
-                        ":tracks": item["tracks"],
-                    }
-                ),
-            )
-        self.invalidate(channel.product)
+        """Write each of the channel's tracks whatever is there (seeding; operators use put_track)."""
+        for kind, track in channel.tracks.items():
+            self.put_track(TrackChange(channel.product, channel.name, kind, track, ANY, channel_exists=False))
+
+    def put_track(self, change: TrackChange) -> Track:
+        """Write one kind's track of a channel, conditional on the track `expect`ed there (None: no
+        track of that kind yet), so that a concurrent halt, promotion or `channel set` is never
+        overwritten, and the other kind's track is never touched. Conflict when it changed."""
+        try:
+            with translated():
+                op = track_write(self.table, change)
+                if "Put" in op:
+                    self.client.put_item(**op["Put"])
+                else:
+                    self.client.update_item(**op["Update"])
+        except Conflict:
+            if change.channel_exists or isinstance(change.expect, Track):
+                raise
+            # Someone created the channel since it was read: write into it, still on the same condition.
+            return self.put_track(replace(change, channel_exists=True))
+        finally:
+            self.invalidate(change.product)
+        return written_track(change)
 
     def get_product(self, name: str) -> Product | None:
         item = self._get(product_pk(name), PRODUCT_SK)
@@ -131,17 +159,33 @@ class CatalogStore:
         item = out.get("Item")
         return from_item(item) if item else None
 
-    def set_track_state(self, product: str, channel: str, kind: Kind, version: str, state: TrackState) -> bool:
-        """Change a rollout's state if the channel still serves `version`; False when it moved on."""
+    def set_track_state(
+        self,
+        product: str,
+        channel: str,
+        kind: Kind,
+        version: str,
+        state: TrackState,
+        *,
+        from_states: Iterable[TrackState] = tuple(TrackState),
+    ) -> bool:
+        """Change a rollout's state if the channel still serves `version` in one of `from_states`;
+        False when it moved on (so a halt happens once, and never over an operator's later change)."""
+        allowed = sorted(s.value for s in from_states)
+        values: dict[str, Any] = {":state": state.value, ":version": version, ":zero": 0, ":one": 1}
+        values.update({f":f{i}": v for i, v in enumerate(allowed)})
         try:
             with translated():
                 self.client.update_item(
                     TableName=self.table,
                     Key={"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}},
-                    UpdateExpression="SET tracks.#k.#state = :state",
-                    ConditionExpression="tracks.#k.version = :version",
+                    UpdateExpression="SET tracks.#k.#state = :state, tracks.#k.rev = "
+                    "if_not_exists(tracks.#k.rev, :zero) + :one",
+                    ConditionExpression="tracks.#k.version = :version AND tracks.#k.#state IN ("
+                    + ", ".join(f":f{i}" for i in range(len(allowed)))
+                    + ")",
                     ExpressionAttributeNames={"#k": kind.value, "#state": "state"},
-                    ExpressionAttributeValues={":state": {"S": state.value}, ":version": {"S": version}},
+                    ExpressionAttributeValues=to_item(values),
                 )
         except Conflict:
             return False
@@ -149,15 +193,30 @@ class CatalogStore:
             self.invalidate(product)
         return True
 
+    def register(self, release: Release, promotion: TrackChange | None = None) -> None:
+        """Register a release once, and with it (in one transaction) its promotion to a channel, so that
+        a promotion happens exactly when the registration does. Conflict (`failed` says which item:
+        0 the release exists already, 1 the channel changed since it was read)."""
+        put = {
+            "TableName": self.table,
+            "Item": to_item(release_to_item(release)),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        try:
+            with translated():
+                if promotion is None:
+                    try:
+                        self.client.put_item(**put)
+                    except self.client.exceptions.ConditionalCheckFailedException:
+                        raise Conflict("release exists", (0,)) from None
+                else:
+                    self.client.transact_write_items(TransactItems=[{"Put": put}, track_write(self.table, promotion)])
+        finally:
+            self.invalidate(release.product)
+
     def add_release(self, release: Release) -> None:
         """Register a release once: raises Conflict when product+kind+version already exists."""
-        with translated():
-            self.client.put_item(
-                TableName=self.table,
-                Item=to_item(release_to_item(release)),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        self.invalidate(release.product)
+        self.register(release)
 
     def add_rejection(self, release: Release) -> None:
         """Record a rejected upload beside (never over) the product's releases, keyed by its bytes,
@@ -203,27 +262,51 @@ class CatalogStore:
                 found += [product_from_item(from_item(i)) for i in page.get("Items", [])]
         return sorted(found, key=lambda p: p.name)
 
-    def reset_counters(self, product: str, channel: str, kind: Kind, version: str) -> None:
-        """Forget a channel's rollout success/failure counts for one release (a new rollout of it starts
-        from zero). Nothing happens when the channel does not exist."""
-        from otafleet.storage.items import counter_name
 
-        try:
-            with translated():
-                self.client.update_item(
-                    TableName=self.table,
-                    Key={"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}},
-                    UpdateExpression="REMOVE #ok, #fail",
-                    ConditionExpression="attribute_exists(pk)",
-                    ExpressionAttributeNames={
-                        "#ok": counter_name("ok", kind, version),
-                        "#fail": counter_name("fail", kind, version),
-                    },
-                )
-        except Conflict:
-            pass
-        finally:
-            self.invalidate(product)
+def written_track(change: TrackChange) -> Track:
+    """The track as `change` writes it: one revision past the one it replaces."""
+    base = change.track.rev if isinstance(change.expect, _Any) else (change.expect.rev if change.expect else 0)
+    return replace(change.track, rev=base + 1)
 
 
-__all__ = ["CatalogStore", "Conflict"]
+def track_write(table: str, change: TrackChange) -> dict[str, Any]:
+    """The Put (new channel) or Update (one kind's track of an existing channel) for a TrackChange,
+    ready for a single call or a transaction."""
+    track = track_to_map(written_track(change))
+    key = {"pk": {"S": product_pk(change.product)}, "sk": {"S": channel_sk(change.channel)}}
+    if not change.channel_exists:
+        item = channel_to_item(Channel(change.product, change.channel, {}))
+        item["tracks"] = {change.kind.value: track}
+        return {"Put": {"TableName": table, "Item": to_item(item), "ConditionExpression": "attribute_not_exists(pk)"}}
+    names = {"#k": change.kind.value}
+    values: dict[str, Any] = {":track": track}
+    condition = "attribute_exists(tracks)"
+    if isinstance(change.expect, Track):
+        names["#v"] = "version"
+        condition += " AND tracks.#k.#v = :expect_version"
+        values[":expect_version"] = change.expect.version
+        if change.expect.rev:
+            condition += " AND tracks.#k.rev = :rev"
+            values[":rev"] = change.expect.rev
+        else:  # written before tracks had revisions
+            condition += " AND attribute_not_exists(tracks.#k.rev)"
+    elif change.expect is None:
+        condition += " AND attribute_not_exists(tracks.#k)"
+    expression = "SET tracks.#k = :track"
+    if change.reset_counters:
+        removed = [counter_name(c, change.kind, change.track.version) for c in COUNTERS]
+        names.update({f"#c{i}": name for i, name in enumerate(removed)})
+        expression += " REMOVE " + ", ".join(f"#c{i}" for i in range(len(removed)))
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": to_item(values),
+        }
+    }
+
+
+__all__ = ["ANY", "CatalogStore", "Conflict", "TrackChange"]

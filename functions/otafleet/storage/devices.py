@@ -3,30 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from otafleet.config import Settings
-from otafleet.decision import Record
-from otafleet.models import Device
+from otafleet.models import CheckRecord, CounterEvent, Device, Kind
 from otafleet.storage import clients
 from otafleet.storage.dynamo import from_item, to_av, to_item
-from otafleet.storage.errors import NotFound, translated
+from otafleet.storage.errors import Conflict, NotFound, translated
 from otafleet.storage.items import (
+    attempt_attribute,
+    attempt_to_map,
     channel_sk,
     counter_name,
     device_from_item,
     device_to_item,
-    offer_to_map,
+    enrollment_sk,
     product_pk,
     reported_to_map,
 )
+
+
+class EnrollmentLimited(Conflict):
+    """The product enrolled as many new devices this hour as it allows."""
 
 
 class DeviceStore:
     def __init__(self, settings: Settings, client: Any = None) -> None:
         self.table = settings.devices_table
         self.catalog_table = settings.catalog_table
+        self.enroll_per_hour = settings.enroll_per_hour
         self._client = client
         self._settings = settings
 
@@ -42,36 +48,46 @@ class DeviceStore:
         item = out.get("Item")
         return device_from_item(from_item(item)) if item else None
 
-    def record_check(self, mac: str, record: Record, rollout_event: tuple[str, str, str, str] | None = None) -> None:
-        """One write per check. `rollout_event` = (event, product, channel, counter attribute): the
-        device update and the channel's rollout counter then go together in one transaction."""
-        update = _check_update(mac, record)
+    def record_check(self, mac: str, record: CheckRecord) -> None:
+        """One write per check, conditional on the attempt it replaces (and on the device still being
+        unassigned when it enrolls). A verdict's rollout counters and an enrollment's hourly quota go in
+        the same transaction, so each counts exactly once. Raises Conflict when a concurrent write won
+        (decide again on fresh data), EnrollmentLimited when the quota is used up."""
+        items = [{"Update": {"TableName": self.table, **_check_update(mac, record)}}]
+        if record.counter is not None:
+            items.append({"Update": {"TableName": self.catalog_table, **_counter_update(record.counter)}})
+        limiter = None
+        if record.enroll is not None:
+            limiter = len(items)
+            items.append({"Update": {"TableName": self.catalog_table, **self._quota_update(record)}})
         with translated():
-            if rollout_event is None:
-                try:
-                    self.client.update_item(TableName=self.table, **update)
-                except self.client.exceptions.ConditionalCheckFailedException:
-                    # A concurrent check of this device recorded the same new offer first: count this one
-                    # as a repeat instead of resetting offer_count to 1.
-                    repeat = _check_update(mac, replace(record, offer_is_new=False))
-                    self.client.update_item(TableName=self.table, **repeat)
+            if len(items) == 1:
+                self.client.update_item(**items[0]["Update"])
                 return
-            _, product, channel, counter = rollout_event
-            self.client.transact_write_items(
-                TransactItems=[
-                    {"Update": {"TableName": self.table, **update}},
-                    {
-                        "Update": {
-                            "TableName": self.catalog_table,
-                            "Key": {"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}},
-                            "UpdateExpression": "ADD #c :one",
-                            "ConditionExpression": "attribute_exists(pk)",
-                            "ExpressionAttributeNames": {"#c": counter},
-                            "ExpressionAttributeValues": {":one": {"N": "1"}},
-                        }
-                    },
-                ]
-            )
+            try:
+                self.client.transact_write_items(TransactItems=items)
+            except self.client.exceptions.TransactionCanceledException as err:
+                reasons = err.response.get("CancellationReasons") or []
+                if (
+                    limiter is not None
+                    and len(reasons) > limiter
+                    and reasons[limiter].get("Code") == ("ConditionalCheckFailed")
+                ):
+                    raise EnrollmentLimited(f"enrollment quota of {record.enroll} reached") from None
+                raise
+
+    def _quota_update(self, record: CheckRecord) -> dict[str, Any]:
+        assert record.enroll is not None
+        hour = record.at[:13]  # one quota item per product and UTC hour, deleted by TTL after a day
+        return {
+            "Key": {"pk": {"S": product_pk(record.enroll[0])}, "sk": {"S": enrollment_sk(hour)}},
+            "UpdateExpression": "ADD #n :one SET expires_at = if_not_exists(expires_at, :exp)",
+            "ConditionExpression": "attribute_not_exists(#n) OR #n < :limit",
+            "ExpressionAttributeNames": {"#n": "enrolled"},
+            "ExpressionAttributeValues": to_item(
+                {":one": 1, ":limit": self.enroll_per_hour, ":exp": _epoch(record.at) + 86400}
+            ),
+        }
 
     # --- operator side ---------------------------------------------------------------------------
 
@@ -82,6 +98,8 @@ class DeviceStore:
         names = {f"#{k}": k for k in fields}
         values = {f":{k}": to_av(v) for k, v in fields.items()}
         removable = [k for k in ("product", "channel", "pins", "chip", "delivery", "secret_hash") if k not in fields]
+        if device.assigned:
+            removable += ["enrolled_at", "expires_at"]  # an operator's assignment: trusted, kept for good
         expression = "SET " + ", ".join(f"#{k} = :{k}" for k in fields)
         if removable:
             expression += " REMOVE " + ", ".join(f"#{k}" for k in removable)
@@ -101,7 +119,8 @@ class DeviceStore:
                 self.client.update_item(
                     TableName=self.table,
                     Key={"mac": {"S": mac}},
-                    UpdateExpression="REMOVE failed, offer, offer_count",
+                    UpdateExpression="REMOVE failed, offer, offer_count, "
+                    + ", ".join(attempt_attribute(k) for k in Kind),
                     ConditionExpression="attribute_exists(mac)",
                 )
             except self.client.exceptions.ConditionalCheckFailedException:
@@ -145,7 +164,11 @@ class DeviceStore:
                     yield device_from_item(plain), plain.get("seen_product")
 
 
-def _check_update(mac: str, record: Record) -> dict[str, Any]:
+def _epoch(at: str) -> int:
+    return int(datetime.fromisoformat(at).timestamp())
+
+
+def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
     sets = [
         "reported = :reported",
         "last_outcome = :outcome",
@@ -155,6 +178,7 @@ def _check_update(mac: str, record: Record) -> dict[str, Any]:
     ]
     removes: list[str] = []
     adds = ["checks :one"]
+    names: dict[str, str] = {}
     values: dict[str, Any] = {
         ":reported": reported_to_map(record.reported),
         ":outcome": record.outcome,
@@ -162,28 +186,36 @@ def _check_update(mac: str, record: Record) -> dict[str, Any]:
         ":at": record.at,
         ":one": 1,
     }
+    conditions: list[str] = []
+    if record.expires_at is not None:
+        sets.append("expires_at = :expires")
+        values[":expires"] = record.expires_at
+    else:
+        removes.append("expires_at")
     if record.enroll:
-        sets += ["product = :eproduct", "channel = :echannel", "assigned = :true"]
+        sets += ["product = :eproduct", "channel = :echannel", "assigned = :true", "enrolled_at = :at"]
         values.update({":eproduct": record.enroll[0], ":echannel": record.enroll[1], ":true": True})
+        # Never over an operator's assignment made while this check was in flight.
+        conditions.append("(attribute_not_exists(assigned) OR assigned = :false)")
+        values[":false"] = False
     if record.seen_product:
         sets.append("seen_product = :seen")
         values[":seen"] = record.seen_product
-    condition: str | None = None
-    if record.offer is not None:
-        if record.offer_is_new:
-            sets += ["offer = :offer", "offer_count = :one"]
-            values[":offer"] = offer_to_map(record.offer)
-            # Only while the record holds no offer of this release (see record_check).
-            condition = "attribute_not_exists(offer) OR offer.#ov <> :ov OR offer.#ok <> :ok"
-            values.update({":ov": record.offer.version, ":ok": record.offer.kind.value})
+    if record.changes_attempt:
+        assert record.attempt is not None
+        names["#att"] = attempt_attribute(record.attempt.kind)
+        sets.append("#att = :attempt")
+        values[":attempt"] = attempt_to_map(record.attempt)
+        if record.replaces is None:
+            conditions.append("attribute_not_exists(#att)")
         else:
-            sets.append("offer.#at = :at")
-            adds.append("offer_count :one")
-    elif record.clear_offer:
-        removes += ["offer", "offer_count"]
+            conditions.append("#att.seq = :seq")
+            values[":seq"] = record.replaces.seq
     if record.failed:
         adds.append("failed :failed")
         values[":failed"] = {record.failed}
+    if record.installed:
+        adds.append("installs :one")
     if record.running:
         sets.append("running_version = :rversion")
         values[":rversion"] = record.running[0]
@@ -206,15 +238,26 @@ def _check_update(mac: str, record: Record) -> dict[str, Any]:
         "UpdateExpression": expression,
         "ExpressionAttributeValues": to_item(values),
     }
-    if "#at" in expression:
-        update["ExpressionAttributeNames"] = {"#at": "at"}
-    if condition is not None:
-        update["ConditionExpression"] = condition
-        names = {**update.get("ExpressionAttributeNames", {}), "#ov": "version", "#ok": "kind"}
+    if names:
         update["ExpressionAttributeNames"] = names
+    if conditions:
+        update["ConditionExpression"] = " AND ".join(conditions)
     return update
 
 
-def counter_for(event: str, kind_version: tuple[Any, str]) -> str:
-    kind, version = kind_version
-    return counter_name("ok" if event == "success" else "fail", kind, version)
+def _counter_update(event: CounterEvent) -> dict[str, Any]:
+    """Move a rollout's counters, only while the channel still rolls out that release."""
+    names = {"#k": event.kind.value, "#v": "version"}
+    values: dict[str, Any] = {":version": event.version}
+    adds = []
+    for i, (counter, delta) in enumerate(sorted(event.deltas.items())):
+        names[f"#c{i}"] = counter_name(counter, event.kind, event.version)
+        values[f":d{i}"] = delta
+        adds.append(f"#c{i} :d{i}")
+    return {
+        "Key": {"pk": {"S": product_pk(event.product)}, "sk": {"S": channel_sk(event.channel)}},
+        "UpdateExpression": "ADD " + ", ".join(adds),
+        "ConditionExpression": "tracks.#k.#v = :version",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": to_item(values),
+    }

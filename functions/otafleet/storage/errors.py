@@ -11,7 +11,12 @@ class StorageUnavailable(Exception):
 
 
 class Conflict(Exception):
-    """A conditional write lost: the record changed or already exists."""
+    """A conditional write lost: the record changed or already exists. For a transaction, `failed`
+    holds the positions of the items whose condition failed."""
+
+    def __init__(self, message: str = "", failed: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
 class NotFound(Exception):
@@ -42,10 +47,9 @@ def translated() -> Iterator[None]:
         code = err.response.get("Error", {}).get("Code", "")
         if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
             reasons = err.response.get("CancellationReasons") or []
-            if code == "ConditionalCheckFailedException" or any(
-                r.get("Code") == "ConditionalCheckFailed" for r in reasons
-            ):
-                raise Conflict(code) from err
+            failed = tuple(i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed")
+            if code == "ConditionalCheckFailedException" or failed:
+                raise Conflict(code, failed) from err
             raise StorageUnavailable(code) from err
         if code in ("NoSuchKey", "NoSuchVersion", "404", "ResourceNotFoundException", "NoSuchBucket"):
             raise NotFound(code) from err

@@ -11,11 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 from otafleet.models import (
+    Attempt,
+    AttemptState,
+    Build,
     Channel,
     Delivery,
     Device,
     Kind,
-    Offer,
     Product,
     Release,
     ReleaseState,
@@ -41,14 +43,24 @@ def release_sk(kind: Kind, version: str) -> str:
     return f"R#{kind.value}#{version}"
 
 
+def enrollment_sk(hour: str) -> str:
+    """The count of devices a product enrolled in one UTC hour (`2026-12-01T21`)."""
+    return f"E#{hour}"
+
+
 def rejection_sk(kind: Kind, version: str, sha256: str) -> str:
     return f"X#{kind.value}#{version}#{sha256}"
 
 
 def counter_name(event: str, kind: Kind, version: str) -> str:
-    """Top-level attribute on a channel item counting rollout successes/failures of one release
-    (top level because DynamoDB's atomic ADD does not reach into maps)."""
+    """Top-level attribute on a channel item counting one rollout's outcomes of one release (`ok`,
+    `fail`, `unknown`: models.COUNTERS), top level because DynamoDB's atomic ADD does not reach into maps."""
     return f"{event}#{kind.value}#{version}"
+
+
+def attempt_attribute(kind: Kind) -> str:
+    """Top-level attribute of a device's attempt of one kind: each kind is written on its own."""
+    return f"attempt_{kind.value}"
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -103,6 +115,7 @@ def track_to_map(t: Track) -> Item:
             "max_failure_rate": Decimal(str(t.max_failure_rate)),
             "min_devices": t.min_devices,
             "rollback": t.rollback,
+            "rev": t.rev,
         }
     )
 
@@ -119,6 +132,8 @@ def track_from_map(m: Item, kind: Kind, counters: Item) -> Track:
         max_failure_rate=float(m.get("max_failure_rate", 0.2)),
         min_devices=_int(m.get("min_devices"), 10),
         rollback=bool(m.get("rollback", False)),
+        unknowns=_int(counters.get(counter_name("unknown", kind, version))),
+        rev=_int(m.get("rev")),
     )
 
 
@@ -159,6 +174,8 @@ def release_to_item(r: Release) -> Item:
             "flash_size_bytes": r.flash_size_bytes,
             "facts": r.facts,
             "uploaded_at": r.uploaded_at,
+            "sketch_size": r.sketch_size,
+            "flashed_md5s": list(r.flashed_md5s),
         }
     )
 
@@ -180,6 +197,8 @@ def release_from_item(item: Item) -> Release:
         flash_size_bytes=_int(item["flash_size_bytes"]) if item.get("flash_size_bytes") else None,
         facts={k: (int(v) if isinstance(v, Decimal) else v) for k, v in (item.get("facts") or {}).items()},
         uploaded_at=item.get("uploaded_at"),
+        sketch_size=_int(item["sketch_size"]) if item.get("sketch_size") is not None else None,
+        flashed_md5s=tuple(item.get("flashed_md5s") or ()),
     )
 
 
@@ -205,18 +224,59 @@ def reported_from_map(m: Item) -> Reported:
         mode=m.get("mode"),
         source_ip=m.get("source_ip"),
         at=m.get("at"),
+        fs_version=m.get("fs_version"),
     )
 
 
-def offer_to_map(o: Offer) -> Item:
+def build_to_map(b: Build) -> Item:
+    return _clean(asdict(b))
+
+
+def build_from_map(m: Item) -> Build:
+    return Build(
+        version=m.get("version"),
+        md5=m.get("md5"),
+        sha256=m.get("sha256"),
+        size=None if m.get("size") is None else int(m["size"]),
+    )
+
+
+def attempt_to_map(a: Attempt) -> Item:
     return _clean(
         {
-            "kind": o.kind.value,
-            "version": o.version,
-            "at": o.at,
-            "from_md5": o.from_md5,
-            "from_version": o.from_version,
+            "kind": a.kind.value,
+            "version": a.version,
+            "state": a.state.value,
+            "offers": a.offers,
+            "started": a.started,
+            "last_offer": a.last_offer,
+            "before": build_to_map(a.before),
+            "channel": a.channel,
+            "trusted": a.trusted,
+            "ended": a.ended,
+            "after": build_to_map(a.after) if a.after is not None else None,
+            "after_known": a.after is not None,
+            "why": a.why,
+            "seq": a.seq,
         }
+    )
+
+
+def attempt_from_map(m: Item) -> Attempt:
+    return Attempt(
+        kind=Kind(m["kind"]),
+        version=m["version"],
+        state=AttemptState(m["state"]),
+        offers=_int(m.get("offers"), 1),
+        started=m.get("started", ""),
+        last_offer=m.get("last_offer", ""),
+        before=build_from_map(m.get("before") or {}),
+        channel=m.get("channel"),
+        trusted=bool(m.get("trusted", False)),
+        ended=m.get("ended"),
+        after=build_from_map(m.get("after") or {}) if m.get("after_known") else None,
+        why=m.get("why"),
+        seq=_int(m.get("seq"), 1),
     )
 
 
@@ -238,17 +298,7 @@ def device_to_item(d: Device) -> Item:
 
 
 def device_from_item(item: Item) -> Device:
-    offer_map = item.get("offer")
-    offer = None
-    if offer_map:
-        offer = Offer(
-            kind=Kind(offer_map["kind"]),
-            version=offer_map["version"],
-            count=_int(item.get("offer_count"), 1),
-            at=offer_map.get("at", ""),
-            from_md5=offer_map.get("from_md5"),
-            from_version=offer_map.get("from_version"),
-        )
+    attempts = {k: attempt_from_map(item[attempt_attribute(k)]) for k in Kind if item.get(attempt_attribute(k))}
     return Device(
         mac=item["mac"],
         product=item.get("product"),
@@ -260,7 +310,7 @@ def device_from_item(item: Item) -> Device:
         delivery=Delivery(item["delivery"]) if item.get("delivery") else None,
         secret_hash=item.get("secret_hash"),
         reported=reported_from_map(item.get("reported") or {}),
-        offer=offer,
+        attempts=attempts,
         fs_version=item.get("fs_version"),
         running_version=item.get("running_version"),
         running_md5=item.get("running_md5"),
@@ -271,4 +321,6 @@ def device_from_item(item: Item) -> Device:
         last_seen=item.get("last_seen"),
         seen_product=item.get("seen_product"),
         checks=_int(item.get("checks")),
+        installs=_int(item.get("installs")),
+        enrolled_at=item.get("enrolled_at"),
     )

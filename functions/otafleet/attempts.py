@@ -1,0 +1,182 @@
+"""One device's update attempt of one kind (app or fs): the evidence its headers give, and the transitions.
+
+The stock clients report nothing after an update; what a device runs is read from its next checks.
+Evidence, strongest first, for the kind being checked:
+
+- the **version string** the sketch passes (`update(…, "1.2.0")`; `updateFS` passes the filesystem's);
+- ESP32 **`sketch-sha256`** against the SHA-256 appended to the image;
+- **`sketch-md5`** against the MD5s a device can report for the image (ESP8266's updater rewrites the
+  flash-mode byte, so there are up to four), or the MD5 this device reported after it installed it;
+- **`sketch-size`** (every core sends it): the size the device reports after installing the image is
+  computed at upload. It is a difference, not an identity: "was X before the offer, is the image's
+  value now" proves the install, "still X, and X is not the image's" proves it did not take.
+
+Filesystem checks carry only the version: their MD5 and size headers describe the sketch.
+
+Transitions of an attempt (each written conditionally on the state it leaves, see CheckRecord):
+
+    (none) ──offer──▶ offered ──evidence of the target──────────────────────────▶ installed
+                        │  ├──old build, provably not the target, `limit` offers──▶ failed
+                        │  ├──unchanged, can't tell, `limit` offers; another build─▶ unknown
+                        │  ├──no evidence at all, after one offer──────────────────▶ unknown
+                        │  └──old build / unchanged, fewer offers──▶ offered (offers + 1)
+    unknown ──evidence of the target──▶ installed
+
+`unknown` never counts as a failure and never causes re-offers: the release is offered again only once
+the device reports a different build than when the attempt ended, or after `otafleet device retry`.
+A device that runs the target by any evidence is never offered it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from enum import StrEnum
+
+from otafleet.models import Attempt, AttemptState, Build, Device, Kind, Release
+from otafleet.protocol import CheckRequest
+
+
+class Verdict(StrEnum):
+    TARGET = "target"  # the device runs the offered image
+    OLD = "old"  # it still runs the build it had, and that build is provably not the target
+    UNCHANGED = "unchanged"  # it still runs what it had, but whether that is the target cannot be told
+    OTHER = "other"  # it runs a third build, neither the old one nor the target
+    NONE = "none"  # its headers tell nothing either way
+
+
+def observed(req: CheckRequest) -> Build:
+    """The build this check's headers describe, for the kind being checked."""
+    if req.kind is Kind.FS:
+        return Build(version=req.version)
+    return Build(version=req.version, md5=req.sketch_md5, sha256=req.sketch_sha256, size=req.sketch_size)
+
+
+def identifies(release: Release, now: Build, device: Device) -> str | None:
+    """Why the device runs `release` by an identity its headers carry, or None."""
+    if release.kind is Kind.FS:
+        if now.version is not None:
+            return "reported filesystem version matches" if now.version == release.version else None
+        return "filesystem version confirmed earlier" if device.fs_version == release.version else None
+    if now.version is not None and now.version == release.version:
+        return "reported version matches"
+    if now.sha256 and release.appended_sha256 and now.sha256 == release.appended_sha256:
+        return "sketch SHA-256 matches the image"
+    if now.md5 and (now.md5 == release.md5 or now.md5 in release.flashed_md5s):
+        return "sketch MD5 matches the image"
+    if device.running_version == release.version:
+        if now.md5 and now.md5 == device.running_md5:
+            return "sketch MD5 matches the build this device reported after installing it"
+        if not now.md5 and now.size is not None and now.size == release.sketch_size:
+            return "installed earlier, and the sketch size still matches"
+    return None
+
+
+def _size(release: Release, now: Build, before: Build) -> Verdict:
+    target = release.sketch_size
+    if release.kind is Kind.FS or target is None or now.size is None or before.size is None:
+        return Verdict.NONE
+    if before.size == target:
+        return Verdict.NONE  # the old build had the target's size: size cannot tell them apart
+    if now.size == target:
+        return Verdict.TARGET
+    return Verdict.OLD if now.size == before.size else Verdict.OTHER
+
+
+def judge(release: Release, now: Build, before: Build) -> tuple[Verdict, str]:
+    """What the device's headers say about an open attempt, once `identifies` found no identity."""
+    size = _size(release, now, before)
+    if size is Verdict.TARGET:
+        # Patch-invariant and exact: a sketch whose version constant was not bumped still shows it.
+        return size, f"sketch size changed from {before.size} to the image's {release.sketch_size}"
+    if now.version is not None and before.version is not None:
+        if now.version == before.version:
+            return Verdict.OLD, f"still reports version {now.version}"
+        return Verdict.OTHER, f"reports version {now.version}, neither {before.version} nor {release.version}"
+    if size is Verdict.OLD:
+        return size, f"sketch size is still {now.size}, not the image's {release.sketch_size}"
+    if size is Verdict.OTHER:
+        return size, f"sketch size changed from {before.size} to {now.size}, not the image's {release.sketch_size}"
+    pairs = [
+        ("SHA-256", now.sha256, before.sha256, bool(release.appended_sha256)),
+        ("MD5", now.md5, before.md5, bool(release.flashed_md5s)),
+    ]
+    for name, current, earlier, exact in pairs:
+        if current and earlier:
+            if current == earlier:
+                # An ESP device flashed at the factory can report another hash for the very same build,
+                # so an unchanged hash alone does not prove that the old build is not the target.
+                return Verdict.UNCHANGED, f"sketch {name} unchanged since the offer"
+            if exact:
+                return Verdict.OTHER, f"sketch {name} changed, but not to the image's"
+            # Releases registered without the MD5s a device reports: a new build after the offer is it.
+            return Verdict.TARGET, f"new sketch {name} reported after the offer"
+    return Verdict.NONE, "the device reports nothing that tells its build apart"
+
+
+def running_version(device: Device, req: CheckRequest) -> str | None:
+    """The application version the device runs: what it says, else the release it was seen to install,
+    unless its MD5 now says otherwise."""
+    if req.version:
+        return req.version
+    if device.running_version and (not req.sketch_md5 or req.sketch_md5 == device.running_md5):
+        return device.running_version
+    return None
+
+
+# --- transitions ---------------------------------------------------------------------------------
+
+
+def start(release: Release, now: Build, *, at: str, channel: str | None, trusted: bool) -> Attempt:
+    return Attempt(
+        kind=release.kind,
+        version=release.version,
+        state=AttemptState.OFFERED,
+        offers=1,
+        started=at,
+        last_offer=at,
+        before=now,
+        channel=channel,
+        trusted=trusted,
+    )
+
+
+def reoffer(attempt: Attempt, *, at: str) -> Attempt:
+    assert attempt.open
+    return replace(attempt, offers=attempt.offers + 1, last_offer=at, seq=attempt.seq + 1)
+
+
+def end(attempt: Attempt, state: AttemptState, now: Build, why: str, *, at: str) -> Attempt:
+    assert state is not AttemptState.OFFERED
+    return replace(attempt, state=state, ended=at, after=now, why=why, seq=attempt.seq + 1)
+
+
+def verdict_state(verdict: Verdict, offers: int, limit: int) -> AttemptState | None:
+    """How an open attempt ends on this evidence after `offers` offers; None: offer it again."""
+    if verdict is Verdict.TARGET:
+        return AttemptState.INSTALLED
+    if verdict is Verdict.OTHER or verdict is Verdict.NONE:
+        return AttemptState.UNKNOWN
+    if offers < limit:
+        return None
+    return AttemptState.FAILED if verdict is Verdict.OLD else AttemptState.UNKNOWN
+
+
+def blocks_reoffer(attempt: Attempt, now: Build) -> bool:
+    """A closed attempt of the target keeps it from being offered again: a failure until an operator
+    retries, an unknown while the device still runs what it ran when the attempt ended."""
+    if attempt.state is AttemptState.FAILED:
+        return True
+    return attempt.state is AttemptState.UNKNOWN and attempt.after == now
+
+
+_COUNTER = {AttemptState.INSTALLED: "ok", AttemptState.FAILED: "fail", AttemptState.UNKNOWN: "unknown"}
+
+
+def counter_deltas(before: AttemptState, after: AttemptState) -> dict[str, int]:
+    """How a transition moves a rollout's counters (models.COUNTERS), so each verdict counts once."""
+    deltas: dict[str, int] = {}
+    if before in _COUNTER:
+        deltas[_COUNTER[before]] = -1
+    if after in _COUNTER:
+        deltas[_COUNTER[after]] = deltas.get(_COUNTER[after], 0) + 1
+    return {k: v for k, v in deltas.items() if v}
