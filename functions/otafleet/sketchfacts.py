@@ -19,11 +19,14 @@ ESP8266 (esp8266/Arduino):
   byte 2 of the first buffer it writes, the flash mode in the file's first image header (eboot's), with
   the running device's mode (`EspClass::getFlashChipMode`, byte 2 of flash offset 0: QIO 0, QOUT 1, DIO 2,
   DOUT 3) whenever they differ; it does so only for U_FLASH and only when the file does not start with
-  0x1f (gzip). `UpdaterClass::end` drops an Arduino signature (signature bytes, then their length as a
-  u32) before staging the copy, and eboot's `copy_raw` (bootloaders/eboot/eboot.c) copies the staged file
-  to offset 0, inflating it when it starts 1f 8b (with no flash-mode rewrite). So a plain upload can leave
+  0x1f (gzip). On a device built with update signing `UpdaterClass::end` drops the Arduino signature
+  (signature bytes, then their length as a u32) before staging the copy (without, the signature is copied
+  but lies past the sketch), and eboot's `copy_raw` (bootloaders/eboot/eboot.c) copies the staged file to
+  offset 0, inflating it when it starts 1f 8b (with no flash-mode rewrite). So a plain upload can leave
   four MD5s (one per flash mode; the file's own byte is one of them, or, on cores before 2.4.2, the
-  file's own byte whatever it is), a gzip upload exactly one: that of its decompressed content.
+  file's own byte whatever it is), a gzip upload exactly one: that of its decompressed content. Not
+  modelled: a device whose own mode byte is not 0..3 (getFlashChipMode() is then FM_UNKNOWN, 0xff, and
+  the updater writes that into an upload with a valid mode).
 * An ESP8266 image without eboot (layout "esp8266") overwrites eboot at offset 0 and is started by the ROM
   directly; no Arduino sketch runs from that layout, so there is nothing to predict (None).
 
