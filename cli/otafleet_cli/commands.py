@@ -5,12 +5,13 @@ All the fleet logic lives in `otafleet.fleet`; these only call it and print.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from otafleet.fleet import TrackStatus, parse_mac
+from otafleet.fleet import TrackStatus, distribution, parse_mac
 from otafleet.models import Delivery, Kind
-from otafleet.protocol import MODES
+from otafleet.protocol import MODES, is_device_mac
 from otafleet_cli import views
 from otafleet_cli.output import Output, fields
 from otafleet_cli.stack import CliError, Connection
@@ -173,9 +174,12 @@ def device_credentials(conn: Connection, args: Any, out: Output) -> int:
     required = bool(product and product.auth_required)
     data = {"mac": device.mac, "user": device.mac, "secret": secret, "auth_required": required}
     out.emit(data, f"{device.mac}  {secret}")
+    user = device.mac.replace(":", "")  # RFC 7617 bars colons in a user name (otafleet accepts both)
     out.note(
         "shown once: only its hash is stored. In the sketch: "
-        f'httpUpdate.setAuthorization("{device.mac}", "<secret>") (the user name is the MAC)'
+        f'httpUpdate.setAuthorization("{user}", "<secret>"). The user name is the MAC the device checks in '
+        f"with, {device.mac}: its Wi-Fi station MAC, or, on an ESP32 whose Wi-Fi is off (an Ethernet board), "
+        "its base MAC (x-ESP32-BASE-MAC), not the Ethernet interface's own MAC"
     )
     if product is not None and not required:
         out.note(f"product {product.name} does not require auth yet: `otafleet product create {product.name} --auth`")
@@ -191,6 +195,9 @@ def device_retry(conn: Connection, args: Any, out: Output) -> int:
 
 def devices(conn: Connection, args: Any, out: Output) -> int:
     overview = conn.fleet.list_devices(args.product, unassigned=args.unassigned)
+    if any(not is_device_mac(d.mac) for d in overview.devices):
+        # A record an earlier otafleet kept under e.g. the zero MAC is listed (with a warning), never counted.
+        overview = replace(overview, distribution=distribution(d for d in overview.devices if is_device_mac(d.mac)))
     out.emit(views.overview_dict(overview), views.overview_text(overview))
     return 0
 

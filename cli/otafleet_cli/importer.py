@@ -13,8 +13,9 @@ are read, never executed:
 Each device is assigned to the product (and channel: `--channel`, else the product's default channel)
 and **pinned** to its listed version, so it stays on its own build as it did with the script. A pin to a
 version that is not yet a registered release of the product is imported with a warning: the device gets
-`304` until that release is uploaded. Entries that cannot be imported (not a MAC, not a valid version,
-one MAC listed with two versions) are reported and skipped; the rest are imported.
+`304` until that release is uploaded. Entries that cannot be imported (not a MAC, a MAC that is no
+device's such as 00:00:00:00:00:00, not a valid version, one MAC listed with two versions) are reported
+and skipped; the rest are imported.
 
 Exit code of `run_import`: 0 when every entry was imported (or, with `dry_run`, would be), 1 when some
 were skipped. A file that cannot be read at all, or an unknown product, raises `FleetError`.
@@ -35,7 +36,7 @@ from typing import Any, TextIO
 from otafleet import names
 from otafleet.fleet import FleetError, check_name
 from otafleet.models import Catalog, Device, Kind
-from otafleet.protocol import normalise_mac
+from otafleet.protocol import is_device_mac, normalise_mac, not_a_device
 from otafleet.storage.catalog import CatalogStore
 from otafleet.storage.devices import DeviceStore
 
@@ -278,6 +279,9 @@ def plan(
         mac = normalise_mac(entry.mac)
         if mac is None:
             problems.append(Problem(entry.where, entry.mac, f"not a MAC address: {entry.mac[:40]!r}"))
+            continue
+        if not is_device_mac(mac):  # the same rule as `device assign`: e.g. the zero MAC is no one's
+            problems.append(Problem(entry.where, mac, not_a_device(mac)))
             continue
         try:
             version = names.version(entry.version.strip())

@@ -13,6 +13,7 @@ from typing import Any
 from otafleet.decision import Decision
 from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
 from otafleet.models import Attempt, Channel, Device, Kind, Product, Release, TrackState
+from otafleet.protocol import is_device_mac, not_a_device
 from otafleet_cli.output import fields, jsonable, percent, table
 
 # --- products ---------------------------------------------------------------------------------------
@@ -268,6 +269,8 @@ def device_dict(d: Device, seen_product: str | None = None) -> dict[str, Any]:
 
 def _notes(d: Device, seen_product: str | None) -> str:
     notes = []
+    if not is_device_mac(d.mac):
+        notes.append("NOT A DEVICE (see below)")
     if d.blocked:
         notes.append("BLOCKED")
     if not d.assigned:
@@ -303,6 +306,24 @@ def devices_table(devices: Sequence[Device], seen: dict[str, str] | None = None)
     )
 
 
+def not_a_device_warnings(devices: Iterable[Device]) -> list[str]:
+    """Records kept under a MAC that names no device: an earlier otafleet took arduino-esp32 3.x's zero
+    STA MAC for an identity, so every Ethernet board of such a fleet checked in as that one record. No
+    check reaches them now; the operator must learn what to do about them."""
+    warnings = []
+    for d in devices:
+        if is_device_mac(d.mac):
+            continue
+        where = f"; it was assigned to {d.product}/{d.channel}" if d.assigned else ""
+        warnings.append(
+            f"warning: {not_a_device(d.mac)}. This record was written by an earlier otafleet, which took the MAC "
+            f"for a device (arduino-esp32 3.x Ethernet boards all checked in as 00:00:00:00:00:00){where}. No check "
+            "reaches it now and it is not counted: assign the boards by their own MACs (`otafleet devices "
+            '--unassigned`), then delete the record (docs/operations.md, "Records that are not devices")'
+        )
+    return warnings
+
+
 def distribution_dict(dist: Sequence[ProductVersions]) -> list[dict[str, Any]]:
     return [
         {"product": p.product, "versions": [{"version": v.version, "devices": v.devices} for v in p.versions]}
@@ -325,6 +346,7 @@ def overview_dict(o: FleetOverview) -> dict[str, Any]:
         "devices": [device_dict(d, o.seen_products.get(d.mac)) for d in o.devices],
         "distribution": distribution_dict(o.distribution),
         "rollouts": [track_dict(s) for s in o.rollouts],
+        "warnings": not_a_device_warnings(o.devices),
     }
 
 
@@ -338,6 +360,8 @@ def overview_text(o: FleetOverview) -> str:
             "Version distribution",
             distribution_text(o.distribution),
         ]
+        if warnings := not_a_device_warnings(o.devices):
+            parts += ["", *warnings]
     if o.rollouts:
         parts += ["", "Rollouts in progress", tracks_table(o.rollouts, with_channel=True)]
         parts += track_advice(o.rollouts)

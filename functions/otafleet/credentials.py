@@ -2,8 +2,9 @@
 
 Secrets are 32 random bytes issued by the service, so a single SHA-256 is enough to store them (slow
 password hashes protect low-entropy human passwords, which these are not). Comparison is constant-time.
-The Basic auth user name must be the device's MAC (any case or separator; `5CCF7F000001` keeps to RFC 7617,
-which bars colons in user names) so one device's secret never opens another's record.
+The Basic auth user name must be the device's identity MAC (protocol.identity_mac: the base MAC on an
+ESP32 Ethernet board; any case or separator, `5CCF7F000001` keeps to RFC 7617, which bars colons in user
+names) so one device's secret never opens another's record.
 """
 
 from __future__ import annotations

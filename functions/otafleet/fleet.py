@@ -45,7 +45,7 @@ from otafleet.models import (
     Track,
     TrackState,
 )
-from otafleet.protocol import normalise_mac
+from otafleet.protocol import is_device_mac, normalise_mac, not_a_device
 from otafleet.storage.catalog import CatalogStore, TrackChange
 from otafleet.storage.devices import DeviceStore
 from otafleet.storage.errors import Conflict, NotFound
@@ -115,6 +115,8 @@ def parse_mac(value: str) -> str:
     mac = normalise_mac(value)
     if mac is None:
         raise FleetError(f"not a MAC address: {value!r} (expected e.g. 5C:CF:7F:12:34:56)")
+    if not is_device_mac(mac):  # e.g. the zero MAC: no device checks in under it, so none is kept under it
+        raise FleetError(not_a_device(mac))
     return mac
 
 

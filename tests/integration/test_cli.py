@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from otafleet import credentials
-from otafleet.models import Kind, Release, ReleaseState, TrackState
+from otafleet.models import Kind, Release, ReleaseState, Reported, TrackState
 from otafleet.storage import clients
 from otafleet_cli import upload
 from otafleet_cli.main import main
@@ -25,6 +25,7 @@ from support.devices import basic, esp8266_headers
 from support.world import World, fake_image
 
 MAC = "5C:CF:7F:00:00:01"
+ZERO_MAC = "00:00:00:00:00:00"
 API_URL = "https://abc123.execute-api.eu-west-1.amazonaws.com"
 
 
@@ -452,6 +453,39 @@ def test_device_mistakes(door: World, run: Run, argv: list[str], message: str) -
     assert error_line(result).startswith(f"otafleet: error: {message}")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["device", "assign", ZERO_MAC, "--product", "door"],
+        ["device", "assign", "000000000000", "--product", "door", "--json"],
+        ["device", "credentials", "00-00-00-00-00-00"],
+        ["explain", ZERO_MAC],
+    ],
+)
+def test_the_zero_mac_is_refused_as_a_device(door: World, run: Run, argv: list[str]) -> None:
+    result = run(*argv)
+    assert result.code == 1
+    line = error_line(result)
+    assert line.startswith(f"otafleet: error: {ZERO_MAC} is not a device: the all-zero MAC is what arduino-esp32")
+    assert "known by its base MAC" in line
+    assert door.devices.get(ZERO_MAC) is None
+
+
+def test_broadcast_mac_is_refused_as_a_device(door: World, run: Run) -> None:
+    result = run("device", "assign", "ff:ff:ff:ff:ff:ff", "--product", "door")
+    assert result.code == 1
+    assert error_line(result).startswith("otafleet: error: FF:FF:FF:FF:FF:FF is not a device: the broadcast")
+    assert door.devices.get("FF:FF:FF:FF:FF:FF") is None
+
+
+def test_no_credentials_for_a_zero_mac_record_an_earlier_version_stored(door: World, run: Run) -> None:
+    door.device(ZERO_MAC, "door", blocked=False)
+    result = run("device", "credentials", ZERO_MAC)
+    assert result.code == 1 and f"{ZERO_MAC} is not a device" in error_line(result)
+    legacy = door.devices.get(ZERO_MAC)
+    assert legacy is not None and legacy.secret_hash is None
+
+
 def test_block_and_unblock(door: World, run: Run) -> None:
     result = run("device", "block", MAC.lower())
     assert result.code == 0 and "blocked" in result.err
@@ -501,6 +535,9 @@ def test_device_credentials(door: World, run: Run) -> None:
     assert device is not None and device.secret_hash == credentials.hash_secret(secret)
     assert credentials.verify(basic(MAC, secret), MAC, device.secret_hash)
     assert "shown once" in result.err
+    # Which MAC is the user name: the one the device checks in with (the base MAC on an Ethernet board).
+    assert 'setAuthorization("5CCF7F000001", "<secret>")' in result.err
+    assert f"the MAC the device checks in with, {MAC}" in result.err and "its base MAC" in result.err
     assert check(door, version="0.1", auth=(MAC, secret)) == 200
     assert run("device", "show", MAC, "--json").json()["has_credentials"] is True
     # Human output shows the secret on stdout, and hints when the product does not ask for it.
@@ -549,6 +586,30 @@ def test_devices_with_version_distribution(door: World, run: Run) -> None:
     unassigned = run("devices", "--unassigned", "--json").json()
     assert [(d["mac"], d["seen_product"]) for d in unassigned["devices"]] == [("5C:CF:7F:00:00:04", "door")]
     assert len(run("devices", "--product", "door", "--json").json()["devices"]) == 3
+
+
+def test_devices_lists_a_zero_mac_record_with_a_warning_and_does_not_count_it(door: World, run: Run) -> None:
+    # What an earlier otafleet stored for every arduino-esp32 3.x Ethernet board of the fleet.
+    door.device(ZERO_MAC, "door", reported=Reported(version="0.9.0"), checks=40)
+    check(door, MAC, version="1.0.0")
+    result = run("devices")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    [row] = [line for line in lines if line.startswith(ZERO_MAC)]
+    assert "NOT A DEVICE (see below)" in row
+    dist = lines[lines.index("Version distribution") + 1 :]
+    assert [line.split() for line in dist[:2]] == [
+        ["PRODUCT", "VERSION", "DEVICES", "SHARE"],
+        ["door", "1.0.0", "1", "100%"],
+    ]
+    [warning] = [line for line in lines if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {ZERO_MAC} is not a device")
+    assert "it was assigned to door/stable" in warning and "docs/operations.md" in warning
+    data = run("devices", "--json").json()
+    assert [d["mac"] for d in data["devices"]] == [ZERO_MAC, MAC]
+    assert data["distribution"] == [{"product": "door", "versions": [{"version": "1.0.0", "devices": 1}]}]
+    assert len(data["warnings"]) == 1 and data["warnings"][0] == warning
+    assert run("devices", "--product", "door", "--json").json()["warnings"] == [warning]
 
 
 def test_devices_when_there_are_none(stack: World, run: Run) -> None:
@@ -857,6 +918,15 @@ def test_import_php_mapping_dry_run_then_apply(door: World, run: Run, tmp_path: 
     assert applied.code == 0, applied.err
     device = door.devices.get("18:FE:AA:AA:AA:BB")
     assert device is not None and device.product == "door" and device.pins == {Kind.APP: "1.1.0"}
+
+
+def test_import_skips_the_zero_mac_with_the_reason(door: World, run: Run, tmp_path: Path) -> None:
+    mapping = tmp_path / "devices.csv"
+    mapping.write_text("mac,version\n00:00:00:00:00:00,1.0.0\n18:FE:AA:AA:AA:AA,1.0.0\n")
+    result = run("import", str(mapping), "--product", "door")
+    assert result.code == 1
+    assert f"{ZERO_MAC} is not a device" in result.out
+    assert door.devices.get(ZERO_MAC) is None and door.devices.get("18:FE:AA:AA:AA:AA") is not None
 
 
 def test_import_unknown_product_is_one_line(door: World, run: Run, tmp_path: Path) -> None:

@@ -13,8 +13,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from otafleet.fleet import Fleet
 from otafleet.models import AttemptState, Delivery, Kind
-from support.devices import esp32_headers, esp8266_core_2_0_headers, esp8266_headers, http_api_event
+from support.devices import (
+    ESP32_CORES,
+    ZERO_MAC,
+    Esp32Core,
+    esp32_core_headers,
+    esp32_headers,
+    esp8266_core_2_0_headers,
+    esp8266_headers,
+    http_api_event,
+)
 from support.world import World, fake_image
 from update import app as update_app
 
@@ -270,6 +280,100 @@ def test_every_check_is_recorded(fleet: World) -> None:
     assert device.reported.version == "1.0.0"
     attempt = device.attempts[Kind.APP]
     assert attempt.version == "1.1.0" and attempt.offers == 2 and attempt.state is AttemptState.OFFERED
+
+
+# --- ESP32 identity by core generation (esp-http-update.md §5) -------------------------------------
+
+ETH_A = "24:0A:C4:00:00:A0"
+ETH_B = "24:0A:C4:00:00:B0"
+
+
+def log_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
+    """The fields of the service's log lines with this message."""
+    return [vars(record) for record in caplog.records if record.getMessage() == message]
+
+
+def stored_macs(world: World) -> set[str]:
+    return {device.mac for device, _ in world.devices.scan_seen()}
+
+
+@pytest.mark.parametrize("core", ESP32_CORES)
+def test_every_esp32_generation_is_served_under_its_own_mac(fleet: World, core: Esp32Core) -> None:
+    response = call(http_api_event("/update", esp32_core_headers(core, ESP32, version="1.9.0")))
+    assert response["statusCode"] == 302, body_bytes(response)
+    device = fleet.devices.get(ESP32)
+    assert device is not None and device.checks == 1
+    assert ZERO_MAC not in stored_macs(fleet)
+
+
+def test_two_3x_ethernet_boards_are_two_devices_assigned_separately(
+    fleet: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Both send STA-MAC and AP-MAC 00:00:00:00:00:00: only BASE-MAC tells them apart.
+    for mac in (ETH_A, ETH_B):
+        response = call(http_api_event("/update", esp32_core_headers("3.x ethernet", mac, version="1.9.0")))
+        assert response["statusCode"] == 404
+        assert body_bytes(response).decode().startswith(f"no firmware assigned to {mac}")
+    assert {ETH_A, ETH_B} <= stored_macs(fleet) and ZERO_MAC not in stored_macs(fleet)
+    assert [line["mac"] for line in log_lines(caplog, "decision")] == [ETH_A, ETH_B]
+
+    fleet.release("cam", "2.1.0", fake_image("cam-2.1.0", 8192), chip="esp32s3")
+    fleet.channel("cam", "beta", app="2.1.0")
+    operator = Fleet(fleet.devices, fleet.catalog)
+    operator.assign(ETH_A, "cam")
+    operator.assign(ETH_B, "cam", "beta")
+    answers = {}
+    for mac in (ETH_A, ETH_B):
+        response = call(http_api_event("/update", esp32_core_headers("3.x ethernet", mac, version="1.9.0")))
+        answers[mac] = (response["statusCode"], header(response, "Location") or "")
+    assert answers[ETH_A][0] == answers[ETH_B][0] == 302
+    assert "/firmware/cam/2.0.0.bin" in answers[ETH_A][1] and "/firmware/cam/2.1.0.bin" in answers[ETH_B][1]
+    a, b = fleet.devices.get(ETH_A), fleet.devices.get(ETH_B)
+    assert a is not None and b is not None
+    assert (a.channel, a.checks, a.attempts[Kind.APP].version) == ("stable", 2, "2.0.0")
+    assert (b.channel, b.checks, b.attempts[Kind.APP].version) == ("beta", 2, "2.1.0")
+    assert ZERO_MAC not in stored_macs(fleet)
+
+
+def test_ethernet_boards_enroll_as_separate_devices(fleet: World) -> None:
+    fleet.product("cam", "esp32s3", enroll=True)
+    for mac in (ETH_A, ETH_B):
+        response = call(http_api_event("/update/cam", esp32_core_headers("3.x ethernet", mac, version="1.9.0")))
+        assert response["statusCode"] == 302
+    for mac in (ETH_A, ETH_B):
+        device = fleet.devices.get(mac)
+        assert device is not None and device.assigned and device.product == "cam"
+    assert ZERO_MAC not in stored_macs(fleet)
+
+
+def test_an_ethernet_board_authenticates_with_its_base_mac(fleet: World) -> None:
+    fleet.product("cam", "esp32s3", auth_required=True)
+    operator = Fleet(fleet.devices, fleet.catalog)
+    operator.assign(ETH_A, "cam")
+    _, secret = operator.issue_credentials(ETH_A)
+    user = ETH_A.replace(":", "")
+    ok = call(
+        http_api_event("/update", esp32_core_headers("3.x ethernet", ETH_A, version="1.9.0", auth=(user, secret)))
+    )
+    assert ok["statusCode"] == 200  # a device that authenticates gets inline delivery
+    zero = call(
+        http_api_event(
+            "/update", esp32_core_headers("3.x ethernet", ETH_A, version="1.9.0", auth=("000000000000", secret))
+        )
+    )
+    assert zero["statusCode"] == 401
+
+
+def test_zero_sta_mac_without_base_mac_is_refused_with_reason(fleet: World, caplog: pytest.LogCaptureFixture) -> None:
+    headers = esp32_core_headers("3.x ethernet", ETH_A)
+    del headers["x-ESP32-BASE-MAC"]
+    response = call(http_api_event("/update", headers))
+    assert response["statusCode"] == 403
+    reason = body_bytes(response).decode()
+    assert "x-esp32-sta-mac (or x-esp32-base-mac) is required" in reason and ZERO_MAC in reason
+    [refused] = log_lines(caplog, "refused")
+    assert refused["status"] == 403 and ZERO_MAC in refused["reason"]
+    assert ZERO_MAC not in stored_macs(fleet)
 
 
 # --- the simple updater ---------------------------------------------------------------------------

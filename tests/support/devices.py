@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, Literal, get_args
 
 
 def esp8266_headers(
@@ -79,6 +79,40 @@ def esp32_headers(
         h["x-ESP32-version"] = version
     if auth is not None:
         h["Authorization"] = basic(*auth)
+    return h
+
+
+# arduino-esp32 generations and boards whose identity headers differ (esp-http-update.md §5).
+Esp32Core = Literal["1.0.x", "2.x wifi", "2.x ethernet", "3.x wifi", "3.x ethernet", "3.x no-wifi"]
+ESP32_CORES: tuple[Esp32Core, ...] = get_args(Esp32Core)
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+def esp32_core_headers(
+    core: Esp32Core,
+    base_mac: str = "24:0A:C4:00:00:01",
+    *,
+    md5: str | None = None,
+    sha256: str | None = None,
+    **kw: Any,
+) -> dict[str, str]:
+    """Headers as HTTPUpdate of one arduino-esp32 generation sends them from a board whose base MAC is
+    `base_mac` (the Wi-Fi station's MAC on ESP32; the AP's is base + 1), per esp-http-update.md §5.
+    Other keywords go to esp32_headers."""
+    h = esp32_headers(base_mac, md5=None if core == "1.0.x" else md5, sha256=sha256, **kw)  # 1.0.x: no MD5
+    ap_mac = f"{base_mac[:-2]}{(int(base_mac[-2:], 16) + 1) % 256:02X}"
+    sta, ap, base = {
+        "1.0.x": (base_mac, ap_mac, None),
+        "2.x wifi": (base_mac, ap_mac, None),
+        "2.x ethernet": (base_mac, "", None),  # esp_read_mac for STA; the AP MAC of a Wi-Fi that is off: empty
+        "3.x wifi": (base_mac, ZERO_MAC, base_mac),  # the AP interface is not up
+        "3.x ethernet": (ZERO_MAC, ZERO_MAC, base_mac),
+        "3.x no-wifi": (None, None, base_mac),  # SOC_WIFI_SUPPORTED=0: only the base MAC
+    }[core]
+    for name, value in (("STA-MAC", sta), ("AP-MAC", ap), ("BASE-MAC", base)):
+        h.pop(f"x-ESP32-{name}", None)
+        if value is not None:
+            h[f"x-ESP32-{name}"] = value
     return h
 
 

@@ -251,6 +251,25 @@ def test_macs_are_normalised_and_bad_ones_reported_not_fatal() -> None:
     assert result.summary() == "2 new, 0 changed, 0 unchanged, 4 skipped"
 
 
+def test_macs_that_name_no_device_are_reported_not_imported() -> None:
+    # A table written from an earlier otafleet's 404s may list the zero MAC every 3.x Ethernet board sent.
+    result = plan(
+        entries(("00:00:00:00:00:00", "DOOR-6"), ("000000000000", "DOOR-6"), ("ff-ff-ff-ff-ff-ff", "DOOR-6")),
+        product="door",
+        channel=None,
+        catalogs=CATALOGS,
+        devices={},
+    )
+    assert result.changes == ()
+    assert [(p.where, p.mac) for p in result.problems] == [
+        ("line 1", "00:00:00:00:00:00"),
+        ("line 2", "00:00:00:00:00:00"),
+        ("line 3", "FF:FF:FF:FF:FF:FF"),
+    ]
+    assert all("is not a device" in p.message for p in result.problems)
+    assert "base MAC" in result.problems[0].message
+
+
 @pytest.mark.parametrize("version", ["", "  ", "../../etc/passwd", "v 1", "-1.0", "x" * 65])
 def test_versions_that_can_never_be_releases_are_reported(version: str) -> None:
     result = plan(entries(("18:FE:AA:AA:AA:AA", version)), product="door", channel=None, catalogs=CATALOGS, devices={})
