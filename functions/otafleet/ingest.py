@@ -15,6 +15,7 @@ from otafleet import names, rollout
 from otafleet.imageformat import ImageError, inspect_filesystem, parse_app_image
 from otafleet.models import Kind, Product, Release, ReleaseState
 from otafleet.observability import count, logger
+from otafleet.sketchfacts import device_facts
 from otafleet.storage.blobs import BlobStore, TooLarge, Upload
 from otafleet.storage.catalog import CatalogStore, TrackChange
 from otafleet.storage.errors import Conflict
@@ -132,13 +133,19 @@ class Ingest:
                     "no-version",
                 )
             version = names.version(app.version)
+        # What a device reports once it runs this image: the evidence that an update took.
+        reported = device_facts(
+            view, info, prefix_md5=(len(view), upload.md5), prefix_sha256=(len(view), upload.sha256)
+        )
         return replace(
             base,
             version=version,
             chip=info.chip,
-            appended_sha256=info.appended_sha256,
+            appended_sha256=(reported.sketch_sha256 if reported else None) or info.appended_sha256,
             flash_size_bytes=info.flash_size_bytes if info.chip == "esp8266" else None,
             facts=info.facts(),
+            sketch_size=reported.sketch_size if reported else None,
+            flashed_md5s=reported.flashed_md5s if reported else (),
         )
 
     def _register(self, release: Release, channel: str | None) -> Release:

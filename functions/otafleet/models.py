@@ -91,7 +91,8 @@ class Release:
     state: ReleaseState = ReleaseState.REGISTERED
     reason: str | None = None
     chip: str | None = None
-    # SHA-256 appended to ESP32 images: what an ESP32 reports as sketch-sha256 once running it.
+    # What an ESP32 reports as sketch-sha256 once running it: the SHA-256 appended to the image, or of
+    # the image when none is appended (sketchfacts.py).
     appended_sha256: str | None = None
     # ESP8266 images: flash size in bytes encoded in the header, checked against chip-size.
     flash_size_bytes: int | None = None
