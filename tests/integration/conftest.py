@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 from moto import mock_aws
 
+from support.moto_transactions import item_level_backups
 from support.world import World
 
 
@@ -12,3 +13,9 @@ from support.world import World
 def world() -> Iterator[World]:
     with mock_aws():
         yield World.create()
+
+
+@pytest.fixture(autouse=True)
+def _item_level_transaction_backups() -> Iterator[None]:
+    with item_level_backups():
+        yield
