@@ -184,13 +184,14 @@ class UpdateService:
         until then every reader treats the rollout as halted (rollout.effective_state)."""
         counter = decision.record.counter
         if counter is not None:
-            catalog = self.catalog.load(counter.product, fresh=True)
+            # The counts this verdict moved, read back consistently (one item, not the whole catalog).
             product, channel, kind = counter.product, counter.channel, counter.kind
+            ch = self.catalog.get_channel(product, channel)
         elif decision.product is not None and decision.channel is not None and decision.release is not None:
             product, channel, kind = decision.product, decision.channel, decision.release.kind
+            ch = catalog.channels.get(channel) if catalog else None
         else:
             return
-        ch = catalog.channels.get(channel) if catalog else None
         track = ch.tracks.get(kind) if ch else None
         if track is None or not rollout.should_halt(track):
             return
