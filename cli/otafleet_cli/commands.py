@@ -5,13 +5,12 @@ All the fleet logic lives in `otafleet.fleet`; these only call it and print.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from otafleet.fleet import TrackStatus, distribution, parse_mac
+from otafleet.fleet import TrackStatus, parse_mac
 from otafleet.models import Delivery, Kind
-from otafleet.protocol import MODES, is_device_mac
+from otafleet.protocol import MODES
 from otafleet_cli import views
 from otafleet_cli.output import Output, fields
 from otafleet_cli.stack import CliError, Connection
@@ -188,16 +187,13 @@ def device_credentials(conn: Connection, args: Any, out: Output) -> int:
 
 def device_retry(conn: Connection, args: Any, out: Output) -> int:
     device = conn.fleet.retry(args.mac)
-    out.note(f"{device.mac}: failed releases and the pending offer cleared; it is offered its target again")
+    out.note(f"{device.mac}: failed releases and update attempts cleared; it is offered its targets again")
     out.emit(views.device_dict(device), views.device_fields(device))
     return 0
 
 
 def devices(conn: Connection, args: Any, out: Output) -> int:
     overview = conn.fleet.list_devices(args.product, unassigned=args.unassigned)
-    if any(not is_device_mac(d.mac) for d in overview.devices):
-        # A record an earlier otafleet kept under e.g. the zero MAC is listed (with a warning), never counted.
-        overview = replace(overview, distribution=distribution(d for d in overview.devices if is_device_mac(d.mac)))
     out.emit(views.overview_dict(overview), views.overview_text(overview))
     return 0
 

@@ -156,10 +156,11 @@ def track_dict(s: TrackStatus) -> dict[str, Any]:
         "version": t.version,
         "previous": t.previous,
         "percent": t.percent,
-        "state": t.state.value,
+        "state": s.state.value,
         "rollback": t.rollback,
         "successes": t.successes,
         "failures": t.failures,
+        "unknowns": t.unknowns,
         "failure_rate": s.failure_rate,
         "max_failure_rate": t.max_failure_rate,
         "min_devices": t.min_devices,
@@ -168,7 +169,19 @@ def track_dict(s: TrackStatus) -> dict[str, Any]:
 
 
 def tracks_table(statuses: Sequence[TrackStatus], *, with_channel: bool = False) -> str:
-    headers = ["KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "ROLLBACK", "OK", "FAILED", "FAILURE RATE", "HALTS"]
+    headers = [
+        "KIND",
+        "VERSION",
+        "PREVIOUS",
+        "PERCENT",
+        "STATE",
+        "ROLLBACK",
+        "OK",
+        "FAILED",
+        "UNKNOWN",
+        "FAILURE RATE",
+        "HALTS",
+    ]
     if with_channel:
         headers = ["CHANNEL", *headers]
     rows = []
@@ -179,10 +192,11 @@ def tracks_table(statuses: Sequence[TrackStatus], *, with_channel: bool = False)
             t.version,
             t.previous,
             f"{t.percent}%",
-            t.state,
+            s.state,
             t.rollback,
             t.successes,
             t.failures,
+            t.unknowns,
             percent(s.failure_rate),
             f"> {percent(t.max_failure_rate)} after {t.min_devices}",
         ]
@@ -195,13 +209,13 @@ def track_advice(statuses: Iterable[TrackStatus]) -> list[str]:
     for s in statuses:
         flag = "--fs " if s.kind is Kind.FS else ""
         where = f"{s.product} {s.channel}"
-        if s.track.state is TrackState.HALTED:
+        if s.state is TrackState.HALTED:
             notes.append(
                 f"rollout of {s.product}/{s.channel} {s.kind.value} {s.track.version} HALTED itself: failure rate "
                 f"{percent(s.failure_rate)} over {s.outcomes} devices; "
                 f"`otafleet channel resume --reset-counts {flag}{where}` or `otafleet channel rollback {flag}{where}`"
             )
-        elif s.track.state is TrackState.PAUSED:
+        elif s.state is TrackState.PAUSED:
             notes.append(
                 f"rollout of {s.product}/{s.channel} {s.kind.value} {s.track.version} is paused; "
                 f"`otafleet channel resume {flag}{where}` continues it"

@@ -467,7 +467,8 @@ class Fleet:
             products.add(product)
         return FleetOverview(
             devices=tuple(devices),
-            distribution=distribution(devices),
+            # A record an earlier otafleet kept under e.g. the zero MAC is listed (with a warning), never counted.
+            distribution=distribution(d for d in devices if is_device_mac(d.mac)),
             rollouts=tuple(self.rollouts(products)),
             seen_products=seen,
         )
