@@ -75,8 +75,10 @@ def curl_lines(stack: LocalStack) -> tuple[str, str] | None:
     ]
     base = "curl -0 -i " + " ".join(f"-H {shlex.quote(h)}" for h in headers)
     url = f"{stack.local_api_url}/update"
+    # The first asks as a device running an older build: it is offered the release up to three times
+    # (then counts as failed); the second as one that runs it.
     return (
-        f"{base} {url}",
+        f"{base} -H {shlex.quote('x-ESP8266-version: 1.0.0')} {url}",
         f"{base} -H {shlex.quote(f'x-ESP8266-version: {demo.version}')} {url}",
     )
 

@@ -26,7 +26,7 @@ from hardening.helpers import (
     s3_event,
 )
 
-from otafleet.models import Delivery, Kind, ReleaseState
+from otafleet.models import Delivery, Kind, ReleaseState, TrackState
 from otafleet.storage import clients
 from otafleet.storage.errors import StorageUnavailable
 from otafleet_local.sample_images import build_esp8266_image
@@ -344,20 +344,23 @@ def test_a_fault_on_a_repeated_event_changes_nothing_and_the_retry_answers_the_s
     assert_registered_once(shop, "3.5.0", data)
 
 
-def test_a_fault_while_promoting_leaves_a_complete_release_and_the_retry_promotes(
+def test_a_fault_while_promoting_leaves_nothing_and_the_retry_registers_and_promotes(
     shop: World, inject: Injector
 ) -> None:
-    """The release is written in one conditional put; a fault in the next step (the channel) leaves it
-    complete, and the retry, finding the same bytes registered, goes on to promote."""
+    """Registration and promotion are one transaction: a fault leaves neither, and the retried event
+    does both, once."""
     data = build_esp8266_image(sketch_size=2048, seed=24)
     event = put_upload(shop, "firmware/lamp/3.3.0.bin", data, channel="stable")
     inject.fail(
-        clients.dynamodb(shop.settings), "update_item", client_error("ThrottlingException", "UpdateItem"), times=1
+        clients.dynamodb(shop.settings),
+        "transact_write_items",
+        client_error("ThrottlingException", "TransactWriteItems"),
+        times=1,
     )
 
     with pytest.raises(StorageUnavailable):
         publish_app.handler(event, None)
-    assert_registered_once(shop, "3.3.0", data)  # complete already, and served to nobody yet
+    assert release_items(shop, "3.3.0") == []
     catalog = shop.catalog.load("lamp", fresh=True)
     assert catalog is not None and "stable" not in catalog.channels
 
@@ -365,6 +368,11 @@ def test_a_fault_while_promoting_leaves_a_complete_release_and_the_retry_promote
     assert_registered_once(shop, "3.3.0", data)
     catalog = shop.catalog.load("lamp", fresh=True)
     assert catalog is not None and catalog.channels["stable"].tracks[Kind.APP].version == "3.3.0"
+    # The event again (S3 delivers at least once), after an operator paused the channel: nothing moves.
+    shop.catalog.set_track_state("lamp", "stable", Kind.APP, "3.3.0", TrackState.PAUSED)
+    publish_app.handler(event, None)
+    catalog = shop.catalog.load("lamp", fresh=True)
+    assert catalog is not None and catalog.channels["stable"].tracks[Kind.APP].state is TrackState.PAUSED
 
 
 def test_a_fault_while_recording_a_rejection_raises_and_the_retry_records_it(shop: World, inject: Injector) -> None:

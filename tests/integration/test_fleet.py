@@ -280,7 +280,9 @@ def test_moving_a_device_to_another_product_drops_pins_offer_and_failures(door: 
     door.device(MAC, "door", pins={Kind.APP: "1.0.0"})
     door.devices.record_check(
         MAC,
-        CheckRecord(reported=Reported(version="1.0.0"), outcome="no-update", reason="failed", at=NOW, failed="app:1.1.0"),
+        CheckRecord(
+            reported=Reported(version="1.0.0"), outcome="no-update", reason="failed", at=NOW, failed="app:1.1.0"
+        ),
     )
     assert fleet.device(MAC).failed == frozenset({"app:1.1.0"})
     moved = fleet.assign(MAC, "cam")

@@ -54,6 +54,8 @@ class World:
         chip: str | None = "esp8266",
         appended_sha256: str | None = None,
         flash_size_bytes: int | None = None,
+        sketch_size: int | None = None,
+        flashed_md5s: tuple[str, ...] = (),
     ) -> Release:
         data = data if data is not None else fake_image(f"{product}-{version}")
         folder = "firmware" if kind is Kind.APP else "filesystem"
@@ -72,6 +74,8 @@ class World:
             appended_sha256=appended_sha256,
             flash_size_bytes=flash_size_bytes,
             uploaded_at="2026-11-24T12:00:00Z",
+            sketch_size=sketch_size,
+            flashed_md5s=flashed_md5s,
         )
         self.catalog.add_release(release)
         return release

@@ -1,0 +1,376 @@
+"""The attempt model as a table: the stock clients' exact request sequences replayed through the pure
+decision, one device record carried from check to check (support.records.apply)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+
+import pytest
+
+from otafleet import attempts
+from otafleet.attempts import Verdict
+from otafleet.decision import Decision, Outcome, Policy, decide, reported_after
+from otafleet.models import (
+    AttemptState,
+    Build,
+    Catalog,
+    Channel,
+    Device,
+    Kind,
+    Product,
+    Release,
+    Track,
+    TrackState,
+)
+from otafleet.protocol import CheckRequest, parse_check
+from support.devices import esp32_headers, esp8266_headers
+from support.records import apply
+
+MAC = "5C:CF:7F:00:00:01"
+T0 = "2026-11-24T12:00:00Z"
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def app(version: str, size: int, *, flashed: bool = True, chip: str = "esp8266", sha: str | None = None) -> Release:
+    file_md5 = md5(f"file-{version}")
+    variants = (file_md5, md5(f"dio-{version}"), md5(f"qio-{version}")) if flashed else ()
+    return Release(
+        product="door",
+        kind=Kind.APP,
+        version=version,
+        size=size - 4096,
+        md5=file_md5,
+        sha256="0" * 64,
+        s3_key=f"firmware/door/{version}.bin",
+        chip=chip,
+        sketch_size=size if flashed else None,
+        flashed_md5s=tuple(sorted(variants)),
+        appended_sha256=sha,
+    )
+
+
+def fs(version: str) -> Release:
+    return Release(
+        product="door",
+        kind=Kind.FS,
+        version=version,
+        size=100_000,
+        md5=md5(f"fs-{version}"),
+        sha256="1" * 64,
+        s3_key=f"filesystem/door/{version}.bin",
+    )
+
+
+OLD = app("1.0.0", 300_016)
+NEW = app("1.1.0", 310_032)
+SAME_SIZE = app("1.1.0", 300_016)  # a config-only change: the new build is as long as the old one
+FS_OLD, FS_NEW = fs("fs-1"), fs("fs-2")
+
+
+def catalog(
+    *releases: Release, app_track: str | None = "1.1.0", fs_track: str | None = None, **track: object
+) -> Catalog:
+    tracks: dict[Kind, Track] = {}
+    if app_track:
+        tracks[Kind.APP] = Track(version=app_track, previous="1.0.0", **track)  # type: ignore[arg-type]
+    if fs_track:
+        tracks[Kind.FS] = Track(version=fs_track, previous="fs-1")
+    return Catalog(
+        product=Product(name="door", platform="esp8266"),
+        channels={"stable": Channel("door", "stable", tracks)},
+        releases={(r.kind, r.version): r for r in releases},
+    )
+
+
+CAT = catalog(OLD, NEW, FS_OLD, FS_NEW, fs_track="fs-2")
+
+
+DEVICE = Device(mac=MAC, product="door", channel="stable", assigned=True)
+POLICY = Policy()
+
+
+@dataclass
+class Fleet:
+    """One device replayed through the decision, check after check."""
+
+    catalog: Catalog
+    device: Device = DEVICE
+    policy: Policy = POLICY
+    minute: int = 0
+
+    def check(self, req: CheckRequest) -> Decision:
+        self.minute += 1
+        now = f"2026-11-24T12:{self.minute // 60:02d}:{self.minute % 60:02d}Z"
+        d = decide(req, self.device, self.catalog, now=now, policy=self.policy)
+        self.device = apply(self.device, d.record)
+        return d
+
+    def attempt(self, kind: Kind = Kind.APP) -> AttemptState | None:
+        a = self.device.attempts.get(kind)
+        return a.state if a else None
+
+
+def sketch(**kw: object) -> CheckRequest:
+    return parse_check(esp8266_headers(MAC, **kw))  # type: ignore[arg-type]
+
+
+def spiffs(**kw: object) -> CheckRequest:
+    return parse_check(esp8266_headers(MAC, mode="spiffs", **kw))  # type: ignore[arg-type]
+
+
+def old_core(size: int) -> CheckRequest:
+    """Core 2.0/2.1: no MD5, no chip id, and a sketch that passes no version."""
+    return parse_check(esp8266_headers(MAC, mode=None, chip_id=None, sketch_size=size))
+
+
+# --- evidence, signal by signal ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("now", "before", "verdict"),
+    [
+        (Build(version="1.0.0"), Build(version="1.0.0"), Verdict.OLD),
+        (Build(version="1.2.0-dev"), Build(version="1.0.0"), Verdict.OTHER),
+        (Build(size=310_032), Build(size=300_016), Verdict.TARGET),
+        (Build(version="1.0.0", size=310_032), Build(version="1.0.0", size=300_016), Verdict.TARGET),
+        (Build(size=300_016), Build(size=300_016), Verdict.OLD),
+        (Build(size=299_000), Build(size=300_016), Verdict.OTHER),
+        (Build(md5="a" * 32, size=300_016), Build(md5="a" * 32, size=300_016), Verdict.OLD),
+        (Build(md5="b" * 32), Build(md5="b" * 32), Verdict.UNCHANGED),
+        (Build(md5="c" * 32), Build(md5="b" * 32), Verdict.OTHER),
+        (Build(), Build(), Verdict.NONE),
+    ],
+)
+def test_judge_table(now: Build, before: Build, verdict: Verdict) -> None:
+    assert attempts.judge(NEW, now, before)[0] is verdict
+
+
+def test_size_says_nothing_when_both_builds_have_it() -> None:
+    assert attempts.judge(SAME_SIZE, Build(size=300_016), Build(size=300_016))[0] is Verdict.NONE
+
+
+def test_md5_change_proves_the_install_only_for_releases_without_device_facts() -> None:
+    legacy = app("1.1.0", 310_032, flashed=False)
+    assert attempts.judge(legacy, Build(md5="c" * 32), Build(md5="b" * 32))[0] is Verdict.TARGET
+
+
+def test_every_flash_mode_variant_of_the_image_identifies_it() -> None:
+    device = Device(mac=MAC)
+    for variant in NEW.flashed_md5s:
+        assert attempts.identifies(NEW, Build(md5=variant), device) is not None
+    assert attempts.identifies(NEW, Build(md5="f" * 32), device) is None
+
+
+# --- whole sequences ------------------------------------------------------------------------------
+
+
+def test_update_then_update_fs_each_cycle_keeps_two_attempts_apart() -> None:
+    """Case 1: `update` then `updateFS` every cycle; the app installs at the second cycle, the filesystem
+    reports its new version at the third. Each image is offered until it is seen, then never again."""
+    f = Fleet(CAT)
+    old_md5, new_md5 = md5("running-1.0.0"), NEW.flashed_md5s[1]
+    assert f.check(sketch(version="1.0.0", md5=old_md5, sketch_size=300_016)).outcome is Outcome.OFFER
+    assert f.check(spiffs(version="fs-1", md5=old_md5, sketch_size=300_016)).outcome is Outcome.OFFER
+    assert (f.attempt(Kind.APP), f.attempt(Kind.FS)) == (AttemptState.OFFERED, AttemptState.OFFERED)
+    # Cycle 2: rebooted into 1.1.0 (update() reboots); the filesystem image did not take yet.
+    d = f.check(sketch(version="1.1.0", md5=new_md5, sketch_size=310_032))
+    assert d.reason == "up-to-date" and d.verdict is AttemptState.INSTALLED
+    d = f.check(spiffs(version="fs-1", md5=new_md5, sketch_size=310_032))
+    assert d.outcome is Outcome.OFFER and f.device.attempts[Kind.FS].offers == 2
+    assert f.attempt(Kind.APP) is AttemptState.INSTALLED
+    # Cycle 3 and later: both report the targets; nothing is offered again.
+    for _ in range(3):
+        assert f.check(sketch(version="1.1.0", md5=new_md5, sketch_size=310_032)).reason == "up-to-date"
+        assert f.check(spiffs(version="fs-2", md5=new_md5, sketch_size=310_032)).reason == "up-to-date"
+    assert (f.attempt(Kind.APP), f.attempt(Kind.FS)) == (AttemptState.INSTALLED, AttemptState.INSTALLED)
+    # Case 10: the filesystem check's version never became the application's.
+    assert f.device.reported.version == "1.1.0" and f.device.reported.fs_version == "fs-2"
+
+
+def test_a_filesystem_at_its_target_version_is_never_rewritten() -> None:
+    """Case 2: `updateFS(client, url, "fs-2")` on a device whose filesystem is fs-2 already."""
+    f = Fleet(CAT)
+    d = f.check(spiffs(version="fs-2"))
+    assert d.reason == "up-to-date" and f.attempt(Kind.FS) is None
+
+
+def test_a_filesystem_image_that_never_installs_fails_and_is_not_counted_installed() -> None:
+    """Case 2: the redirect is not followed (or -100, no space): the device keeps reporting fs-1."""
+    f = Fleet(CAT)
+    for n in range(1, 4):
+        d = f.check(spiffs(version="fs-1"))
+        assert d.outcome is Outcome.OFFER and f.device.attempts[Kind.FS].offers == n
+    d = f.check(spiffs(version="fs-1"))
+    assert d.reason == "failed" and d.verdict is AttemptState.FAILED
+    assert f.device.fs_version is None
+    assert f.check(spiffs(version="fs-1")).reason == "failed-before"
+
+
+def test_a_filesystem_that_reports_no_version_is_written_once_then_unknown() -> None:
+    f = Fleet(CAT)
+    assert f.check(spiffs()).outcome is Outcome.OFFER
+    d = f.check(spiffs())
+    assert d.reason == "unknown" and d.verdict is AttemptState.UNKNOWN
+    for _ in range(5):
+        assert f.check(spiffs()).reason == "unknown-before"
+
+
+def test_a_device_that_runs_the_target_with_another_md5_is_not_offered_it() -> None:
+    """Case 3: ESP8266 rewrote the flash-mode byte: its MD5 is one of the image's variants."""
+    f = Fleet(CAT)
+    d = f.check(sketch(md5=NEW.flashed_md5s[0], sketch_size=310_032))
+    assert d.reason == "up-to-date" and d.verdict is None
+
+
+def test_a_factory_flashed_target_is_never_a_failure() -> None:
+    """Case 3: flashed by esptool with other header bytes, no version: an MD5 no OTA gives. The target is
+    offered; the device reflashes (now an OTA variant) or, if it never takes, ends unknown, not failed."""
+    f = Fleet(catalog(OLD, SAME_SIZE))
+    factory = md5("factory-1.1.0")
+    for _ in range(3):
+        assert f.check(sketch(md5=factory, sketch_size=300_016)).outcome is Outcome.OFFER
+    d = f.check(sketch(md5=factory, sketch_size=300_016))
+    assert d.reason == "unknown" and d.verdict is AttemptState.UNKNOWN and not f.device.failed
+    assert f.check(sketch(md5=factory, sketch_size=300_016)).reason == "unknown-before"
+    # Reflashed once more by OTA: one of the variants. Re-judged by evidence: installed.
+    d = f.check(sketch(md5=SAME_SIZE.flashed_md5s[0], sketch_size=300_016))
+    assert d.verdict is AttemptState.INSTALLED
+
+
+@pytest.mark.parametrize(
+    ("sizes", "end"),
+    [
+        ((300_016, 310_032), AttemptState.INSTALLED),  # the size moved to the image's
+        ((300_016, 300_016, 300_016, 300_016), AttemptState.FAILED),  # still the old, other size
+    ],
+)
+def test_old_cores_are_judged_by_sketch_size(sizes: tuple[int, ...], end: AttemptState) -> None:
+    """Case 4: no MD5, no version. The sketch size every core sends is the evidence."""
+    f = Fleet(CAT)
+    for size in sizes:
+        f.check(old_core(size))
+    assert f.attempt() is end
+    assert bool(f.device.failed) is (end is AttemptState.FAILED)
+
+
+def test_old_cores_without_any_evidence_get_one_offer_and_no_verdict() -> None:
+    """Case 4: the new build is as long as the old one: one offer, then unknown; never a failure."""
+    f = Fleet(catalog(OLD, SAME_SIZE))
+    assert f.check(old_core(300_016)).outcome is Outcome.OFFER
+    d = f.check(old_core(300_016))
+    assert d.reason == "unknown" and not f.device.failed
+    assert [f.check(old_core(300_016)).reason for _ in range(5)] == ["unknown-before"] * 5
+
+
+def test_a_device_flashed_with_another_build_is_offered_again() -> None:
+    f = Fleet(catalog(OLD, SAME_SIZE))
+    f.check(old_core(300_016))
+    f.check(old_core(300_016))
+    assert f.attempt() is AttemptState.UNKNOWN
+    assert f.check(old_core(280_000)).outcome is Outcome.OFFER  # its build changed: a new attempt
+
+
+def test_esp32_sha256_proves_the_install_and_an_unchanged_one_never_fails() -> None:
+    sha = "ab" * 32
+    esp_cat = Catalog(
+        product=Product(name="door", platform="esp32"),
+        channels={"stable": Channel("door", "stable", {Kind.APP: Track(version="2.0.0")})},
+        releases={(Kind.APP, "2.0.0"): app("2.0.0", 900_000, chip="esp32", sha=sha)},
+    )
+    f = Fleet(esp_cat)
+    # Core 1.0.x: only sketch-sha256.
+    assert f.check(parse_check(esp32_headers(MAC, sha256="cd" * 32))).outcome is Outcome.OFFER
+    assert f.check(parse_check(esp32_headers(MAC, sha256=sha))).verdict is AttemptState.INSTALLED
+
+
+def test_reboot_loop_of_checks_counts_one_verdict() -> None:
+    """The same evidence reported again and again after the verdict moves nothing."""
+    f = Fleet(CAT)
+    f.check(sketch(version="1.0.0"))
+    verdicts = [f.check(sketch(version="1.1.0")).verdict for _ in range(4)]
+    assert verdicts == [AttemptState.INSTALLED, None, None, None]
+
+
+def test_counter_events_only_for_trusted_devices_of_the_channels_own_release() -> None:
+    f = Fleet(CAT)
+    f.check(sketch(version="1.0.0"))
+    d = f.check(sketch(version="1.1.0"))
+    assert d.record.counter is not None and d.record.counter.deltas == {"ok": 1}
+    # An enrolled device with no history: its verdicts are not counted.
+    enrolled = Fleet(CAT, device=replace(Fleet(CAT).device, enrolled_at=T0))
+    enrolled.check(sketch(version="1.0.0"))
+    assert enrolled.check(sketch(version="1.1.0")).record.counter is None
+    # A pinned device's attempt counts for no rollout.
+    pinned = Fleet(CAT, device=replace(Fleet(CAT).device, pins={Kind.APP: "1.1.0"}))
+    pinned.check(sketch(version="1.0.0"))
+    assert pinned.check(sketch(version="1.1.0")).record.counter is None
+
+
+def test_enrolled_devices_are_trusted_after_a_day_and_an_install() -> None:
+    from otafleet.decision import trusted
+
+    dev = Device(mac=MAC, enrolled_at="2026-11-20T12:00:00Z")
+    assert not trusted(dev, False, now=T0, policy=Policy())
+    assert trusted(replace(dev, installs=1), False, now=T0, policy=Policy())
+    assert not trusted(replace(dev, installs=1), False, now="2026-11-20T13:00:00Z", policy=Policy())
+    assert trusted(dev, True, now=T0, policy=Policy())
+
+
+def test_unknown_moving_to_installed_moves_the_counters_once() -> None:
+    f = Fleet(catalog(OLD, SAME_SIZE))
+    f.check(old_core(300_016))
+    d = f.check(old_core(300_016))
+    assert d.record.counter is not None and d.record.counter.deltas == {"unknown": 1}
+    d = f.check(sketch(version="1.1.0", sketch_size=300_016))
+    assert d.record.counter is not None and d.record.counter.deltas == {"ok": 1, "unknown": -1}
+
+
+def test_downgrade_policy_uses_the_learned_version() -> None:
+    """Case 9: the device installed 1.1.0 (learned) and reports no version; the channel goes to 1.0.0."""
+    f = Fleet(CAT)
+    f.check(sketch(md5=md5("x"), sketch_size=300_016))
+    f.check(sketch(md5=NEW.flashed_md5s[0], sketch_size=310_032))
+    assert f.device.running_version == "1.1.0"
+    back = catalog(OLD, NEW, app_track="1.0.0")
+    d = decide(sketch(md5=NEW.flashed_md5s[0], sketch_size=310_032), f.device, back, now=T0)
+    assert d.reason == "downgrade" and "learned" in d.detail
+
+
+def test_probe_answers_the_target_also_when_the_device_runs_it() -> None:
+    """Case 11: getAvailableVersion() turns every non-200 into a failure."""
+    for version in ("1.0.0", "1.1.0"):
+        d = decide(sketch(version=version, mode="version"), Fleet(CAT).device, CAT, now=T0)
+        assert d.outcome is Outcome.PROBE and d.status == 200 and d.record.attempt is None
+
+
+def test_filesystem_check_keeps_the_application_version() -> None:
+    """Case 10."""
+    dev = apply(Fleet(CAT).device, decide(sketch(version="1.1.0"), Fleet(CAT).device, CAT, now=T0).record)
+    assert reported_after(spiffs(version="fs-2"), dev, T0).version == "1.1.0"
+
+
+def test_over_threshold_reads_as_halted_before_the_halt_is_written() -> None:
+    """Case 14: a lost halt write leaves no rollout running above its threshold."""
+    over = catalog(OLD, NEW, percent=100, successes=5, failures=10, min_devices=10)
+    d = decide(sketch(version="1.0.0"), Fleet(CAT).device, over, now=T0)
+    assert d.release is not None and d.release.version == "1.0.0"
+    assert any("halted" in s.result for s in d.steps if s.name == "target")
+    halted_cat = catalog(OLD, NEW, state=TrackState.HALTED)
+    assert decide(sketch(version="1.1.0"), Fleet(CAT).device, halted_cat, now=T0).reason == "up-to-date"
+
+
+def test_explain_of_an_authenticating_device_says_inline() -> None:
+    """Case 14: a dry run has no Authorization header, the device it stands for does."""
+    auth = replace(CAT, product=replace(CAT.product, auth_required=True))
+    r = replace(sketch(version="1.0.0"), dry_run=True)
+    assert decide(r, Fleet(CAT).device, auth, now=T0).status == 200
+
+
+def test_unassigned_records_expire() -> None:
+    d = decide(sketch(), None, None, now=T0)
+    assert d.record.expires_at is not None and d.record.expires_at > 1_795_000_000
+    assert decide(sketch(version="1.0.0"), Fleet(CAT).device, CAT, now=T0).record.expires_at is None
