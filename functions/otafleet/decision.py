@@ -329,8 +329,9 @@ def decide(
         next_attempt = attempts.start(
             release, now_build, at=now, channel=None if pinned else dev.channel, trusted=is_trusted
         )
-        if attempt is not None:
-            next_attempt = replace(next_attempt, seq=attempt.seq + 1)
+        # The first attempt after none (a new device, or `device retry`) starts its revisions at the clock,
+        # so a check that read an attempt before a retry can never match the one that follows it.
+        next_attempt = replace(next_attempt, seq=attempt.seq + 1 if attempt is not None else epoch(now))
     return finish(
         Outcome.OFFER,
         "offer",

@@ -181,10 +181,10 @@ class CatalogStore:
                     Key={"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}},
                     UpdateExpression="SET tracks.#k.#state = :state, tracks.#k.rev = "
                     "if_not_exists(tracks.#k.rev, :zero) + :one",
-                    ConditionExpression="tracks.#k.version = :version AND tracks.#k.#state IN ("
+                    ConditionExpression="tracks.#k.#v = :version AND tracks.#k.#state IN ("
                     + ", ".join(f":f{i}" for i in range(len(allowed)))
                     + ")",
-                    ExpressionAttributeNames={"#k": kind.value, "#state": "state"},
+                    ExpressionAttributeNames={"#k": kind.value, "#state": "state", "#v": "version"},
                     ExpressionAttributeValues=to_item(values),
                 )
         except Conflict:
