@@ -9,6 +9,7 @@ Its clients are plain `boto3.client(...)` calls with the production settings of
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -53,7 +54,7 @@ def check_floor(
         names.append("GetItem")
         updates = [p for p in recorded.params_of("dynamodb", "UpdateItem") if p.get("TableName") == devices_table]
         if updates:
-            update = {k: v for k, v in updates[0].items() if k != "ReturnValues"}
+            update = _unconditional({k: v for k, v in updates[0].items() if k != "ReturnValues"})
         else:
             update = {
                 "TableName": devices_table,
@@ -77,6 +78,22 @@ def check_floor(
         return result
 
     return floor, names
+
+
+def _unconditional(update: dict[str, Any]) -> dict[str, Any]:
+    """The recorded write without its condition (on the attempt's revision, which the first replay
+    bumps), and without the placeholders only the condition used: replayable any number of times."""
+    condition = update.pop("ConditionExpression", None)
+    if condition is None:
+        return update
+    expression = update["UpdateExpression"]
+    for key in ("ExpressionAttributeNames", "ExpressionAttributeValues"):
+        kept = {k: v for k, v in update.get(key, {}).items() if re.search(re.escape(k) + r"(?![\w])", expression)}
+        if kept:
+            update[key] = kept
+        else:
+            update.pop(key, None)
+    return update
 
 
 def _read(s3: Any, params: dict[str, Any]) -> bytes:
