@@ -20,11 +20,15 @@ Transitions of an attempt (each written conditionally on the state it leaves, se
                         │  ├──unchanged, can't tell, `limit` offers; another build─▶ unknown
                         │  ├──no evidence at all, after one offer──────────────────▶ unknown
                         │  └──old build / unchanged, fewer offers──▶ offered (offers + 1)
-    unknown ──evidence of the target──▶ installed
+    unknown, failed ──evidence of the target──▶ installed
+    installed, unknown ──the device no longer shows it (reverted; flashed with another build)──▶ offered
+        again, the same attempt: its offers go on counting towards `limit`, and its verdict moves the
+        rollout's counters from the one it had (a device counts once per rollout)
 
 `unknown` never counts as a failure and never causes re-offers: the release is offered again only once
-the device reports a different build than when the attempt ended, or after `otafleet device retry`.
-A device that runs the target by any evidence is never offered it.
+the device reports a different build than when the attempt ended, or after `otafleet device retry`
+(which reopens the attempt with no offers and its counted verdict kept). A device that runs the target
+by any evidence is never offered it.
 """
 
 from __future__ import annotations
@@ -113,12 +117,12 @@ def judge(release: Release, now: Build, before: Build) -> tuple[Verdict, str]:
     return Verdict.NONE, "the device reports nothing that tells its build apart"
 
 
-def running_version(device: Device, req: CheckRequest) -> str | None:
-    """The application version the device runs: what it says, else the release it was seen to install,
-    unless its MD5 now says otherwise."""
-    if req.version:
-        return req.version
-    if device.running_version and (not req.sketch_md5 or req.sketch_md5 == device.running_md5):
+def running_version(device: Device, version: str | None, md5: str | None) -> str | None:
+    """The application version a device runs: what it says (`version`), else the release it was seen to
+    install, unless the MD5 it reports now says otherwise."""
+    if version:
+        return version
+    if device.running_version and (not md5 or md5 == device.running_md5):
         return device.running_version
     return None
 
@@ -145,6 +149,42 @@ def reoffer(attempt: Attempt, *, at: str) -> Attempt:
     return replace(attempt, offers=attempt.offers + 1, last_offer=at, seq=attempt.seq + 1)
 
 
+def reopen(attempt: Attempt, now: Build, *, at: str) -> Attempt:
+    """Offer a release again to a device judged on it before (it reverted to another build after
+    installing, or reports a new build after an unknown outcome): the same attempt goes on, its offers
+    and its counted verdict carried, so neither a revert loop nor a device re-flashed by hand counts twice
+    or is offered without bound."""
+    assert not attempt.open
+    return replace(
+        attempt,
+        state=AttemptState.OFFERED,
+        offers=attempt.offers + 1,
+        last_offer=at,
+        before=now,
+        ended=None,
+        after=None,
+        why=None,
+        counted=attempt.counted_as,
+        seq=attempt.seq + 1,
+    )
+
+
+def retried(attempt: Attempt) -> Attempt:
+    """`otafleet device retry`: the attempt is offered again from scratch, its counted verdict kept, so
+    the verdict it reaches replaces the one it had in the rollout's counts."""
+    return replace(
+        attempt,
+        state=AttemptState.OFFERED,
+        offers=0,
+        before=attempt.after or attempt.before,
+        ended=None,
+        after=None,
+        why=None,
+        counted=attempt.counted_as,
+        seq=attempt.seq + 1,
+    )
+
+
 def end(attempt: Attempt, state: AttemptState, now: Build, why: str, *, at: str) -> Attempt:
     assert state is not AttemptState.OFFERED
     return replace(attempt, state=state, ended=at, after=now, why=why, seq=attempt.seq + 1)
@@ -154,6 +194,8 @@ def verdict_state(verdict: Verdict, offers: int, limit: int) -> AttemptState | N
     """How an open attempt ends on this evidence after `offers` offers; None: offer it again."""
     if verdict is Verdict.TARGET:
         return AttemptState.INSTALLED
+    if offers == 0:
+        return None  # retried by an operator: offered first, judged after
     if verdict is Verdict.OTHER or verdict is Verdict.NONE:
         return AttemptState.UNKNOWN
     if offers < limit:
@@ -172,10 +214,11 @@ def blocks_reoffer(attempt: Attempt, now: Build) -> bool:
 _COUNTER = {AttemptState.INSTALLED: "ok", AttemptState.FAILED: "fail", AttemptState.UNKNOWN: "unknown"}
 
 
-def counter_deltas(before: AttemptState, after: AttemptState) -> dict[str, int]:
-    """How a transition moves a rollout's counters (models.COUNTERS), so each verdict counts once."""
+def counter_deltas(before: AttemptState | None, after: AttemptState) -> dict[str, int]:
+    """How a transition moves a rollout's counters (models.COUNTERS), from the verdict the attempt stood
+    for (`Attempt.counted_as`), so each device counts once per rollout."""
     deltas: dict[str, int] = {}
-    if before in _COUNTER:
+    if before is not None and before in _COUNTER:
         deltas[_COUNTER[before]] = -1
     if after in _COUNTER:
         deltas[_COUNTER[after]] = deltas.get(_COUNTER[after], 0) + 1

@@ -123,6 +123,8 @@ def reported_after(req: CheckRequest, device: Device | None, now: str) -> Report
     app_version, fs_version = req.version, earlier.fs_version
     if req.kind is Kind.FS:
         app_version, fs_version = earlier.version, req.version
+    elif req.is_probe and req.version is None:
+        app_version = earlier.version  # the probe may carry no version: it says nothing about the sketch
     return Reported(
         version=app_version,
         sketch_md5=req.sketch_md5,
@@ -216,6 +218,9 @@ def decide(
             return finish(Outcome.NOT_FOUND, reason, f"no firmware assigned to {req.mac}", seen_product=req.product)
     else:
         trace.add("device", f"assigned to {dev.product}/{dev.channel}")
+    if dev.enrolled_at is not None and not trusted(dev, False, now=now, policy=policy):
+        # Self-enrolled and without a history yet: the record expires unless the device keeps checking in.
+        expires = epoch(now) + policy.unassigned_ttl_seconds
 
     if dev.blocked:
         return finish(Outcome.FORBIDDEN, "blocked", f"device {req.mac} is blocked", enroll=enroll)
@@ -235,8 +240,8 @@ def decide(
         authenticated = True
         trace.add("auth", "required; valid")
     is_trusted = trusted(dev, authenticated or (req.dry_run and product.auth_required), now=now, policy=policy)
-    if dev.enrolled_at is not None and not is_trusted:
-        expires = epoch(now) + policy.unassigned_ttl_seconds
+    if authenticated:
+        expires = None  # it holds a secret an operator issued
 
     # 5. Target.
     kind = req.kind
@@ -280,10 +285,11 @@ def decide(
         return record
 
     here = attempts.identifies(release, now_build, dev)
+    limit = policy.failure_offer_limit
     if here is None and current is not None and current.open:
         verdict, why = attempts.judge(release, now_build, current.before)
         trace.add("evidence", f"{verdict.value}: {why} (offered {current.offers}x)")
-        ending = attempts.verdict_state(verdict, current.offers, policy.failure_offer_limit)
+        ending = attempts.verdict_state(verdict, current.offers, limit)
         if verdict is Verdict.TARGET:
             here = why
         elif ending is AttemptState.FAILED:
@@ -297,8 +303,11 @@ def decide(
     if here is not None:
         trace.add("already there", here)
         detail = f"device runs {kind.value} {release.version} ({here})"
-        closes = current is not None and current.state in (AttemptState.OFFERED, AttemptState.UNKNOWN)
+        # Re-judged by evidence: an open attempt, or one that ended unknown or failed, now shows the target.
+        closes = current is not None and current.state is not AttemptState.INSTALLED
         record: dict[str, Any] = ended(AttemptState.INSTALLED, here) if closes else {"enroll": enroll}
+        if closes and failed_key(kind, release.version) in dev.failed:
+            record["unfailed"] = failed_key(kind, release.version)
         return finish(Outcome.NO_UPDATE, "up-to-date", detail, release=release, **record)
     trace.add("already there", "no")
 
@@ -307,6 +316,16 @@ def decide(
         reason, what = ("failed-before", "failed") if failed_here else ("unknown-before", "ended without evidence")
         detail = f"{kind.value} {release.version} {what} on this device; `otafleet device retry` offers it again"
         return finish(Outcome.NO_UPDATE, reason, detail, enroll=enroll)
+    if current is not None and not current.open and current.offers >= limit:
+        # Judged on this release before and no longer showing it (reverted after installing it, or flashed
+        # with another build), with its offers used up: the attempt ends here instead of looping.
+        verdict, why = attempts.judge(release, now_build, current.before)
+        ending = AttemptState.FAILED if verdict is Verdict.OLD else AttemptState.UNKNOWN
+        why = f"no longer runs it after {current.offers} offers: {why}"
+        trace.add("evidence", f"{verdict.value}: {why}")
+        reason = "failed" if ending is AttemptState.FAILED else "unknown"
+        detail = f"{kind.value} {release.version} {ending.value} on this device ({why})"
+        return finish(Outcome.NO_UPDATE, reason, detail, release=release, **ended(ending, why))
 
     # 7. Safety.
     downgrade_ok = product.allow_downgrade or bool(pinned) or bool(track and track.rollback)
@@ -325,6 +344,8 @@ def decide(
 
     if current is not None and current.open:
         next_attempt = attempts.reoffer(current, at=now)
+    elif current is not None:
+        next_attempt = attempts.reopen(current, now_build, at=now)
     else:
         next_attempt = attempts.start(
             release, now_build, at=now, channel=None if pinned else dev.channel, trusted=is_trusted
@@ -376,7 +397,7 @@ def _counter(catalog: Catalog, dev: Device, before: Attempt, after: Attempt) -> 
     track = channel.tracks.get(after.kind) if channel else None
     if track is None or track.version != after.version:
         return None
-    deltas = attempts.counter_deltas(before.state, after.state)
+    deltas = attempts.counter_deltas(before.counted_as, after.state)
     return CounterEvent(dev.product, after.channel, after.kind, after.version, deltas) if deltas else None
 
 
@@ -397,7 +418,7 @@ def _unsafe(req: CheckRequest, dev: Device, release: Release, downgrade_ok: bool
             "flash-too-small",
             f"image expects {release.flash_size_bytes} bytes of flash, the chip has {req.chip_size}",
         )
-    running = attempts.running_version(dev, req) if release.kind is Kind.APP else None
+    running = attempts.running_version(dev, req.version, req.sketch_md5) if release.kind is Kind.APP else None
     if running and not downgrade_ok and versions.is_downgrade(running, release.version):
         source = "reported" if req.version else "learned"
         return "downgrade", f"{release.version} is older than the running {running} ({source})"

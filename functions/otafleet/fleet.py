@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import cmp_to_key
 
-from otafleet import credentials, names, rollout, versions
+from otafleet import attempts, credentials, names, rollout, versions
 from otafleet.models import (
     PLATFORMS,
     Catalog,
@@ -150,14 +150,9 @@ def sort_versions(values: Iterable[str]) -> list[str]:
 
 
 def device_version(device: Device) -> str | None:
-    """The version a device runs as far as the service knows: what it reported, else the release it was
-    seen to install (still running that build)."""
-    reported = device.reported
-    if reported.version:
-        return reported.version
-    if device.running_version and (reported.sketch_md5 is None or reported.sketch_md5 == device.running_md5):
-        return device.running_version
-    return None
+    """The version a device runs as far as the service knows (attempts.running_version's rule), from
+    what it last reported."""
+    return attempts.running_version(device, device.reported.version, device.reported.sketch_md5)
 
 
 def distribution(devices: Iterable[Device]) -> tuple[ProductVersions, ...]:
@@ -437,13 +432,20 @@ class Fleet:
         return self.device(mac), secret
 
     def retry(self, mac: str) -> Device:
-        """Forget the releases that failed on this device and its pending offer, so it is offered again."""
+        """Forget the releases that failed on this device and offer its targets again. Its attempts stay,
+        reopened, so the verdict each reaches replaces the one it counted for its rollout."""
         mac = parse_mac(mac)
-        try:
-            self.devices_store.clear_failures(mac)
-        except NotFound:
-            raise FleetError(f"unknown device {mac}: it never checked in and was never assigned") from None
-        return self.device(mac)
+        for _ in range(2):
+            device = self.devices_store.get(mac)
+            if device is None:
+                raise FleetError(f"unknown device {mac}: it never checked in and was never assigned")
+            reopened = {kind: attempts.retried(a) for kind, a in device.attempts.items()}
+            try:
+                self.devices_store.reopen_attempts(device, reopened)
+            except Conflict:
+                continue  # a check wrote in between: read it again
+            return self.device(mac)
+        raise FleetError(f"{mac} changed while retrying it; try again")
 
     def list_devices(self, product: str | None = None, *, unassigned: bool = False) -> FleetOverview:
         """The fleet (optionally one product's devices, or only the unassigned ones: with a product, the

@@ -200,10 +200,19 @@ class Attempt:
     why: str | None = None  # the evidence that ended it
     # Bumped by every write, so that each transition is a conditional write on the state it leaves.
     seq: int = 1
+    # The verdict an earlier attempt of this release on this device already counted for the rollout
+    # (the attempt was reopened: the device reverted, or an operator retried it). Its own verdict moves
+    # the counters from that one instead of counting the device again.
+    counted: AttemptState | None = None
 
     @property
     def open(self) -> bool:
         return self.state is AttemptState.OFFERED
+
+    @property
+    def counted_as(self) -> AttemptState | None:
+        """The verdict this attempt stands for in the rollout's counters now."""
+        return self.counted if self.open else self.state
 
 
 @dataclass(frozen=True)
@@ -264,6 +273,7 @@ class CheckRecord:
     attempt: Attempt | None = None
     replaces: Attempt | None = None
     failed: str | None = None  # "<kind>:<version>" to add to the device's failed set
+    unfailed: str | None = None  # "<kind>:<version>" to take out of it: a failure the device overcame
     running: tuple[str, str | None] | None = None  # (version, md5) learned after an app install
     fs_version: str | None = None
     chip: str | None = None

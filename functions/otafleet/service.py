@@ -10,6 +10,8 @@ flight, a retry racing `device retry` or an enrollment racing `device assign` ea
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,6 +118,8 @@ class UpdateService:
             except Conflict:
                 if round_ == ROUNDS - 1:
                     raise
+                # Checks that collided (a burst of verdicts on one channel item) spread out a little.
+                time.sleep(random.uniform(0, 0.02 * (round_ + 1)))
                 continue
             self._halt_if_due(decision, catalog)
             return decision, answer
@@ -196,8 +200,15 @@ class UpdateService:
         if track is None or not rollout.should_halt(track):
             return
         try:
+            # On the revision whose counts were judged: never over a resume or a reset made since.
             halted = self.catalog.set_track_state(
-                product, channel, kind, track.version, TrackState.HALTED, from_states=(TrackState.ACTIVE,)
+                product,
+                channel,
+                kind,
+                track.version,
+                TrackState.HALTED,
+                from_states=(TrackState.ACTIVE,),
+                expect_rev=track.rev,
             )
         except StorageUnavailable as fault:
             logger().error("rollout halt not written", extra={"product": product, "error": str(fault)})

@@ -189,3 +189,74 @@ def test_a_fault_while_halting_leaves_the_rollout_halted_for_devices_and_a_later
     assert service.check(esp8266_headers(other, version="1.0.0")).status == 304
     channel = door.catalog.get_channel("door", "stable")
     assert channel is not None and channel.tracks[Kind.APP].state is TrackState.HALTED
+
+
+# --- a device counts once per rollout --------------------------------------------------------------
+
+
+def test_retry_then_install_replaces_the_counted_failure(door: World) -> None:
+    door.channel("door", app="1.1.0", previous="1.0.0", min_devices=100)  # no halt in the way
+    service = door.service()
+    for _ in range(4):
+        status(service, version="1.0.0")
+    assert counts(door) == (0, 1, 0)
+    Fleet(door.devices, door.catalog).retry(MAC)
+    assert status(service, version="1.0.0") == 302
+    assert status(service, version="1.1.0") == 304
+    assert counts(door) == (1, 0, 0)
+
+
+def test_a_device_alternating_versions_counts_once(door: World) -> None:
+    door.channel("door", app="1.1.0", previous="1.0.0", min_devices=100)
+    service = door.service()
+    for _ in range(10):
+        status(service, version="1.0.0")
+        status(service, version="1.1.0")
+    ok, fail, _ = counts(door)
+    assert ok + fail == 1
+
+
+def test_a_transaction_lost_to_another_transaction_is_decided_again(
+    door: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TransactWriteItems cancelled with TransactionConflict (a verdict burst on one channel item)."""
+    from botocore.exceptions import ClientError
+
+    service = door.service()
+    status(service, version="1.0.0")
+    client = clients.dynamodb(door.settings)
+    real = client.transact_write_items
+    calls = {"n": 0}
+
+    def conflicting(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                    "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+                },
+                "TransactWriteItems",
+            )
+        return real(**kwargs)
+
+    monkeypatch.setattr(client, "transact_write_items", conflicting)
+    assert status(service, version="1.1.0") == 304
+    assert calls["n"] == 2 and counts(door) == (1, 0, 0)
+
+
+def test_a_stale_cache_never_halts_a_rollout_an_operator_resumed(door: World) -> None:
+    """Another sandbox's cached catalog still shows the old, over-threshold counts."""
+    fleet = Fleet(door.devices, door.catalog)
+    first, second = door.service(), UpdateService.create(replace(door.settings, catalog_cache_seconds=3600))
+    for _ in range(4):
+        status(first, version="1.0.0")  # one failure of one outcome: over 50 %, halted
+    assert door.catalog.get_channel("door", "stable").tracks[Kind.APP].state is TrackState.HALTED  # type: ignore[union-attr]
+    other = "5C:CF:7F:00:00:33"
+    door.device(other, "door")
+    second.check(esp8266_headers(other, version="1.0.0"))  # caches the halted, over-threshold track
+    fleet.resume("door", "stable", reset_counts=True)
+    fleet.set_channel("door", "stable", "1.1.0", max_failure_rate=0.5)  # touch: caches stay stale
+    second.check(esp8266_headers(other, version="1.0.0"))
+    track = door.catalog.get_channel("door", "stable").tracks[Kind.APP]  # type: ignore[union-attr]
+    assert (track.state, track.failures) == (TrackState.ACTIVE, 0)

@@ -18,6 +18,8 @@ def apply(device: Device | None, record: CheckRecord, mac: str | None = None) ->
         changes["attempts"] = {**dev.attempts, record.attempt.kind: record.attempt}
     if record.failed:
         changes["failed"] = dev.failed | {record.failed}
+    if record.unfailed:
+        changes["failed"] = dev.failed - {record.unfailed}
     if record.installed:
         changes["installs"] = dev.installs + 1
     if record.running:

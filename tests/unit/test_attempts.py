@@ -374,3 +374,81 @@ def test_unassigned_records_expire() -> None:
     d = decide(sketch(), None, None, now=T0)
     assert d.record.expires_at is not None and d.record.expires_at > 1_795_000_000
     assert decide(sketch(version="1.0.0"), Fleet(CAT).device, CAT, now=T0).record.expires_at is None
+
+
+# --- a device counts once per rollout ----------------------------------------------------------
+
+
+def test_a_device_that_reverts_after_installing_is_not_counted_again_nor_offered_without_bound() -> None:
+    """An app that boots, checks in, then rolls back (ESP-IDF app rollback), or a forger alternating
+    versions: one success at most, offers bounded by the limit, then a failure that replaces it."""
+    f = Fleet(CAT)
+    deltas: dict[str, int] = {}
+    offers = 0
+    for _ in range(12):
+        for version in ("1.0.0", "1.1.0"):
+            d = f.check(sketch(version=version))
+            offers += d.outcome is Outcome.OFFER
+            for k, v in (d.record.counter.deltas if d.record.counter else {}).items():
+                deltas[k] = deltas.get(k, 0) + v
+            assert sum(v for v in deltas.values() if v > 0) <= 1, deltas  # one verdict stands at any time
+    assert offers == 3  # the limit, across the reverts
+    # One verdict stands: the last evidence's (the target, reported last).
+    assert {k: v for k, v in deltas.items() if v} == {"ok": 1} and f.attempt() is AttemptState.INSTALLED
+    # Back on the old build after its offers are used up: failed, replacing the success.
+    d = f.check(sketch(version="1.0.0"))
+    assert d.reason == "failed" and d.record.counter is not None
+    assert d.record.counter.deltas == {"ok": -1, "fail": 1}
+
+
+def test_a_failure_later_overcome_is_re_judged_installed() -> None:
+    f = Fleet(CAT)
+    for _ in range(4):
+        f.check(sketch(version="1.0.0"))
+    assert f.device.failed
+    d = f.check(sketch(version="1.1.0"))
+    assert d.verdict is AttemptState.INSTALLED and d.record.unfailed == "app:1.1.0"
+    assert d.record.counter is not None and d.record.counter.deltas == {"fail": -1, "ok": 1}
+    assert not f.device.failed
+
+
+def test_retry_reopens_the_attempt_and_its_verdict_replaces_the_counted_one() -> None:
+    f = Fleet(CAT)
+    for _ in range(4):
+        f.check(sketch(version="1.0.0"))
+    retried = attempts.retried(f.device.attempts[Kind.APP])
+    f.device = replace(f.device, attempts={Kind.APP: retried}, failed=frozenset())
+    assert f.check(sketch(version="1.0.0")).outcome is Outcome.OFFER
+    d = f.check(sketch(version="1.1.0"))
+    assert d.record.counter is not None and d.record.counter.deltas == {"fail": -1, "ok": 1}
+
+
+def test_an_enrolled_device_keeps_its_expiry_on_every_answer() -> None:
+    auth = replace(CAT, product=replace(CAT.product, auth_required=True))
+    enrolled = replace(DEVICE, enrolled_at=T0)
+    for cat, device in ((auth, enrolled), (CAT, replace(enrolled, blocked=True)), (CAT, enrolled)):
+        d = decide(sketch(version="1.0.0"), device, cat, now=T0)
+        assert d.record.expires_at is not None, d.reason
+
+
+def test_a_probe_without_a_version_keeps_the_application_version() -> None:
+    dev = replace(DEVICE, reported=replace(DEVICE.reported, version="1.1.0"))
+    assert reported_after(sketch(mode="version"), dev, T0).version == "1.1.0"
+
+
+def test_every_attempt_field_survives_storage() -> None:
+    from otafleet.storage.items import attempt_from_map, attempt_to_map
+
+    reopened = attempts.reopen(
+        attempts.end(
+            attempts.start(NEW, Build(version="1.0.0", md5="a" * 32, size=1), at=T0, channel="stable", trusted=True),
+            AttemptState.INSTALLED,
+            Build(version="1.1.0"),
+            "why",
+            at=T0,
+        ),
+        Build(),
+        at=T0,
+    )
+    for a in (reopened, attempts.end(reopened, AttemptState.UNKNOWN, Build(), "none", at=T0)):
+        assert attempt_from_map(attempt_to_map(a)) == a

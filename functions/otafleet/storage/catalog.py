@@ -73,16 +73,18 @@ class CatalogStore:
         hit = self._cache.get(product)
         if hit and not fresh and now - hit[0] < self.ttl:
             return hit[1]
-        catalog = self._query(product)
+        catalog = self._query(product, consistent=fresh)
         self._cache[product] = (now, catalog)
         return catalog
 
-    def _query(self, product: str) -> Catalog | None:
+    def _query(self, product: str, *, consistent: bool = False) -> Catalog | None:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": product_pk(product)}},
+            # Fresh reads (a check deciding again after a lost write, operator commands) see every write.
+            "ConsistentRead": consistent,
         }
         with translated():
             while True:
@@ -168,12 +170,20 @@ class CatalogStore:
         state: TrackState,
         *,
         from_states: Iterable[TrackState] = tuple(TrackState),
+        expect_rev: int | None = None,
     ) -> bool:
-        """Change a rollout's state if the channel still serves `version` in one of `from_states`;
-        False when it moved on (so a halt happens once, and never over an operator's later change)."""
+        """Change a rollout's state if the channel still serves `version` in one of `from_states` (and,
+        with `expect_rev`, is still the revision that was read); False when it moved on, so a halt happens
+        once, and never over an operator's later change."""
         allowed = sorted(s.value for s in from_states)
         values: dict[str, Any] = {":state": state.value, ":version": version, ":zero": 0, ":one": 1}
         values.update({f":f{i}": v for i, v in enumerate(allowed)})
+        revision = ""
+        if expect_rev:
+            revision = " AND tracks.#k.rev = :rev"
+            values[":rev"] = expect_rev
+        elif expect_rev == 0:
+            revision = " AND attribute_not_exists(tracks.#k.rev)"
         try:
             with translated():
                 self.client.update_item(
@@ -183,7 +193,8 @@ class CatalogStore:
                     "if_not_exists(tracks.#k.rev, :zero) + :one",
                     ConditionExpression="tracks.#k.#v = :version AND tracks.#k.#state IN ("
                     + ", ".join(f":f{i}" for i in range(len(allowed)))
-                    + ")",
+                    + ")"
+                    + revision,
                     ExpressionAttributeNames={"#k": kind.value, "#state": "state", "#v": "version"},
                     ExpressionAttributeValues=to_item(values),
                 )

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from otafleet.config import Settings
-from otafleet.models import CheckRecord, CounterEvent, Device, Kind
+from otafleet.models import Attempt, CheckRecord, CounterEvent, Device, Kind
 from otafleet.storage import clients
 from otafleet.storage.dynamo import from_item, to_av, to_item
 from otafleet.storage.errors import Conflict, NotFound, translated
@@ -126,6 +126,33 @@ class DeviceStore:
             except self.client.exceptions.ConditionalCheckFailedException:
                 raise NotFound(mac) from None
 
+    def reopen_attempts(self, device: Device, attempts: dict[Kind, Attempt]) -> None:
+        """`device retry`: forget the failed releases and put each attempt back to be offered again,
+        conditional on the attempts read (a check in flight either lands before or decides again)."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        sets, conditions = [], ["attribute_exists(mac)"]
+        for i, (kind, attempt) in enumerate(sorted(attempts.items(), key=lambda ka: ka[0].value)):
+            names[f"#a{i}"] = attempt_attribute(kind)
+            values[f":a{i}"] = attempt_to_map(attempt)
+            sets.append(f"#a{i} = :a{i}")
+            previous = device.attempts.get(kind)
+            if previous is not None:
+                conditions.append(f"#a{i}.seq = :s{i}")
+                values[f":s{i}"] = previous.seq
+        expression = ("SET " + ", ".join(sets) + " " if sets else "") + "REMOVE failed, offer, offer_count"
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"mac": {"S": device.mac}},
+            "UpdateExpression": expression,
+            "ConditionExpression": " AND ".join(conditions),
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+            update["ExpressionAttributeValues"] = to_item(values)
+        with translated():
+            self.client.update_item(**update)
+
     def scan(self) -> Iterator[Device]:
         with translated():
             for page in self.client.get_paginator("scan").paginate(TableName=self.table):
@@ -233,6 +260,9 @@ def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
     expression = "SET " + ", ".join(sets) + " ADD " + ", ".join(adds)
     if removes:
         expression += " REMOVE " + ", ".join(removes)
+    if record.unfailed:
+        expression += " DELETE failed :unfailed"
+        values[":unfailed"] = {record.unfailed}
     update: dict[str, Any] = {
         "Key": {"mac": {"S": mac}},
         "UpdateExpression": expression,

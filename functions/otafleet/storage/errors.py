@@ -32,7 +32,6 @@ _TRANSIENT = {
     "SlowDown",
     "InternalError",
     "RequestTimeout",
-    "TransactionConflictException",
 }
 
 
@@ -45,12 +44,16 @@ def translated() -> Iterator[None]:
         yield
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
-        if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
-            reasons = err.response.get("CancellationReasons") or []
-            failed = tuple(i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed")
-            if code == "ConditionalCheckFailedException" or failed:
+        if code in ("ConditionalCheckFailedException", "TransactionConflictException"):
+            raise Conflict(code) from err
+        if code == "TransactionCanceledException":
+            reasons = [r.get("Code") or "None" for r in err.response.get("CancellationReasons") or []]
+            failed = tuple(i for i, r in enumerate(reasons) if r == "ConditionalCheckFailed")
+            # A condition that failed, or another transaction on the same item at the same moment: both
+            # mean "the record moved", and deciding again on fresh data is the answer.
+            if failed or (reasons and set(reasons) <= {"None", "TransactionConflict"}):
                 raise Conflict(code, failed) from err
-            raise StorageUnavailable(code) from err
+            raise StorageUnavailable(f"{code}: {', '.join(reasons)}") from err
         if code in ("NoSuchKey", "NoSuchVersion", "404", "ResourceNotFoundException", "NoSuchBucket"):
             raise NotFound(code) from err
         if code in _TRANSIENT or err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:

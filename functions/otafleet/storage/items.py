@@ -258,6 +258,7 @@ def attempt_to_map(a: Attempt) -> Item:
             "after_known": a.after is not None,
             "why": a.why,
             "seq": a.seq,
+            "counted": a.counted.value if a.counted else None,
         }
     )
 
@@ -277,6 +278,7 @@ def attempt_from_map(m: Item) -> Attempt:
         after=build_from_map(m.get("after") or {}) if m.get("after_known") else None,
         why=m.get("why"),
         seq=_int(m.get("seq"), 1),
+        counted=AttemptState(m["counted"]) if m.get("counted") else None,
     )
 
 
