@@ -227,20 +227,9 @@ def track_advice(statuses: Iterable[TrackStatus]) -> list[str]:
 
 
 def attempt_dict(a: Attempt) -> dict[str, Any]:
-    return {
-        "kind": a.kind.value,
-        "version": a.version,
-        "state": a.state.value,
-        "offers": a.offers,
-        "started": a.started,
-        "last_offer": a.last_offer,
-        "ended": a.ended,
-        "why": a.why,
-        "channel": a.channel,
-        "trusted": a.trusted,
-        "before": asdict(a.before),
-        "after": asdict(a.after) if a.after is not None else None,
-    }
+    plain = asdict(a)
+    plain.update(kind=a.kind.value, state=a.state.value, counted=a.counted.value if a.counted else None)
+    return plain
 
 
 def attempts_dict(d: Device) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from otafleet.decision import Decision, Outcome, Policy, decide
 from otafleet.delivery import Answer, Payload
 from otafleet.models import Catalog, Delivery, Kind, Release, TrackState, dialect_of
 from otafleet.observability import count, logger
-from otafleet.protocol import CheckRequest, ProtocolError, parse_check
+from otafleet.protocol import FS_MODES, CheckRequest, ProtocolError, parse_check
 from otafleet.storage.blobs import BlobStore
 from otafleet.storage.catalog import CatalogStore
 from otafleet.storage.devices import DeviceStore, EnrollmentLimited
@@ -160,7 +160,7 @@ class UpdateService:
         if device.product:
             catalog = self.catalog.load(device.product, fresh=True)
             platform = catalog.product.platform if catalog else None
-        fs = mode != "sketch" and mode != "version"
+        fs = mode in FS_MODES
         req = CheckRequest(
             dialect=dialect_of(device.chip or platform or "esp8266"),
             mac=mac,

@@ -555,7 +555,12 @@ def test_device_retry(door: World, run: Run) -> None:
     assert run("device", "show", MAC, "--json").json()["failed"] == ["app:1.1.0"]
     result = run("device", "retry", MAC, "--json")
     assert result.code == 0
-    assert result.json()["failed"] == [] and result.json()["attempts"] == {}
+    attempt = result.json()["attempts"]["app"]
+    assert result.json()["failed"] == [] and (attempt["state"], attempt["offers"], attempt["counted"]) == (
+        "offered",
+        0,
+        "failed",
+    )
     assert check(door, version="1.0.0", md5="b" * 32) == 302
 
 

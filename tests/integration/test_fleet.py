@@ -9,7 +9,7 @@ import pytest
 
 from otafleet import credentials
 from otafleet.fleet import Fleet, FleetError, distribution
-from otafleet.models import CheckRecord, Delivery, Device, Kind, ReleaseState, Reported, TrackState
+from otafleet.models import AttemptState, CheckRecord, Delivery, Device, Kind, ReleaseState, Reported, TrackState
 from otafleet.rollout import in_rollout
 from otafleet.storage import clients
 from support.devices import basic, esp8266_headers
@@ -333,7 +333,7 @@ def test_credentials_store_only_a_hash_that_verifies(door: World, fleet: Fleet) 
         fleet.issue_credentials("5C:CF:7F:00:00:09")
 
 
-def test_retry_clears_failures_and_the_offer(door: World, fleet: Fleet) -> None:
+def test_retry_clears_failures_and_reopens_the_attempt(door: World, fleet: Fleet) -> None:
     fleet.assign(MAC, "door")
     fleet.set_channel("door", "stable", "1.1.0")
     md5 = "0" * 32
@@ -342,7 +342,8 @@ def test_retry_clears_failures_and_the_offer(door: World, fleet: Fleet) -> None:
     assert fleet.device(MAC).failed == frozenset({"app:1.1.0"})
     assert check(door, version="1.0.0", md5=md5) == 304
     device = fleet.retry(MAC)
-    assert device.failed == frozenset() and device.attempts == {}
+    attempt = device.attempts[Kind.APP]
+    assert device.failed == frozenset() and (attempt.state, attempt.offers) == (AttemptState.OFFERED, 0)
     assert check(door, version="1.0.0", md5=md5) == 302
     with pytest.raises(FleetError, match="unknown device"):
         fleet.retry("5C:CF:7F:00:00:09")
