@@ -197,3 +197,52 @@ def test_promotion_keeps_previous(shop: World) -> None:
     assert catalog is not None
     track = catalog.channels["stable"].tracks[Kind.APP]
     assert (track.version, track.previous) == ("1.1.0", "1.0.0")
+
+
+def test_app_and_filesystem_promoted_at_once_keep_both_tracks(shop: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Case 7: two promotions that both read the channel before either wrote (no channel yet)."""
+    ingest = publish_app.ingest()
+    real = ingest.catalog.get_channel
+    stale = [None]  # the filesystem's promotion read the channel before the app's created it
+
+    def get_channel(product: str, name: str) -> Any:
+        return stale.pop() if stale else real(product, name)
+
+    upload(shop, "firmware/door/1.0.0.bin", build_esp8266_image(seed=12), channel="stable")
+    monkeypatch.setattr(ingest.catalog, "get_channel", get_channel)
+    upload(shop, "filesystem/door/fs-1.bin", b"\x00" * 4096 * 4, channel="stable")
+    channel = shop.catalog.get_channel("door", "stable")
+    assert channel is not None and set(channel.tracks) == {Kind.APP, Kind.FS}
+
+
+def test_a_duplicate_event_never_undoes_what_an_operator_did_since(shop: World) -> None:
+    """Case 6: the event again (S3 delivers at least once), or a re-upload of the same bytes with
+    `channel` metadata, after the operator rolled back: nothing changes."""
+    from otafleet.fleet import Fleet
+
+    upload(shop, "firmware/door/1.0.0.bin", build_esp8266_image(seed=13), channel="stable")
+    data = build_esp8266_image(seed=14)
+    upload(shop, "firmware/door/1.1.0.bin", data, channel="stable")
+    fleet = Fleet(shop.devices, shop.catalog)
+    fleet.rollback("door", "stable")
+    before = fleet.channel_status("door", "stable")
+    upload(shop, "firmware/door/1.1.0.bin", data, channel="stable")
+    assert fleet.channel_status("door", "stable") == before
+
+
+def test_channel_set_of_one_kind_never_overwrites_a_halt_of_the_other(shop: World) -> None:
+    """Case 7: each kind's track is its own write."""
+    from otafleet.fleet import Fleet
+    from otafleet.models import TrackState
+
+    upload(shop, "firmware/door/1.0.0.bin", build_esp8266_image(seed=15), channel="stable")
+    upload(shop, "firmware/door/1.1.0.bin", build_esp8266_image(seed=16))
+    upload(shop, "filesystem/door/fs-1.bin", b"\x00" * 4096 * 4, channel="stable")
+    fleet = Fleet(shop.devices, shop.catalog)
+    stale = shop.catalog.load("door", fresh=True)  # what a slow `channel set` read
+    shop.catalog.set_track_state("door", "stable", Kind.FS, "fs-1", TrackState.HALTED)
+    shop.catalog.load = lambda product, fresh=False: stale  # type: ignore[method-assign,misc]
+    fleet.set_channel("door", "stable", "1.1.0", percent=10)
+    channel = shop.catalog.get_channel("door", "stable")
+    assert channel is not None and channel.tracks[Kind.FS].state is TrackState.HALTED
+    assert channel.tracks[Kind.APP].version == "1.1.0"

@@ -14,11 +14,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from otafleet.fleet import Fleet
-from otafleet.models import AttemptState, Delivery, Kind
+from otafleet.models import AttemptState, Delivery, Kind, TrackState
+from otafleet.storage import clients
 from support.devices import (
     ESP32_CORES,
     ZERO_MAC,
     Esp32Core,
+    basic,
     esp32_core_headers,
     esp32_headers,
     esp8266_core_2_0_headers,
@@ -383,6 +385,46 @@ def test_simple_updater_serves_channel_release(fleet: World) -> None:
     response = call(http_api_event("/firmware/door/stable", {"User-Agent": "curl/8.0"}))
     assert response["statusCode"] == 200
     assert body_bytes(response) == image_of(fleet, "door", "1.1.0")
+
+
+@pytest.mark.parametrize(
+    "track",
+    [
+        {"percent": 5},
+        {"state": TrackState.HALTED},
+        {"state": TrackState.PAUSED},
+        {"min_devices": 10},  # with 9 failures in 10 below: over its threshold, halted for every reader
+    ],
+)
+def test_simple_updater_serves_what_the_whole_channel_runs_never_a_rollout(fleet: World, track: dict[str, Any]) -> None:
+    """Case 12: a staged, paused or halted release is not what 100 % of the channel runs."""
+    fleet.channel("door", app="1.1.0", previous="1.0.0", **track)
+    if "min_devices" in track:
+        clients.dynamodb(fleet.settings).update_item(
+            TableName=fleet.settings.catalog_table,
+            Key={"pk": {"S": "P#door"}, "sk": {"S": "C#stable"}},
+            UpdateExpression="ADD #ok :ok, #fail :fail",
+            ExpressionAttributeNames={"#ok": "ok#app#1.1.0", "#fail": "fail#app#1.1.0"},
+            ExpressionAttributeValues={":ok": {"N": "1"}, ":fail": {"N": "9"}},
+        )
+    response = call(http_api_event("/firmware/door/stable", {"User-Agent": "curl/8.0"}))
+    assert response["statusCode"] == 200
+    assert body_bytes(response) == image_of(fleet, "door", "1.0.0")
+
+
+def test_simple_updater_of_an_auth_product_needs_a_devices_credentials(fleet: World) -> None:
+    """Case 12: firmware of a product that requires authentication never downloads without it."""
+    fleet.product("door", "esp8266", delivery=Delivery.INLINE, auth_required=True)
+    _, secret = Fleet(fleet.devices, fleet.catalog).issue_credentials(ESP8266)
+    route = "/firmware/door/stable"
+    assert call(http_api_event(route, {"User-Agent": "curl/8.0"}))["statusCode"] == 401
+    wrong = {"User-Agent": "curl/8.0", "Authorization": basic(ESP8266, secret + "x")}
+    assert call(http_api_event(route, wrong))["statusCode"] == 401
+    other = {"User-Agent": "curl/8.0", "Authorization": basic("5C:CF:7F:00:99:99", secret)}
+    assert call(http_api_event(route, other))["statusCode"] == 401
+    right = {"User-Agent": "curl/8.0", "Authorization": basic(ESP8266.replace(":", ""), secret)}
+    response = call(http_api_event(route, right))
+    assert response["statusCode"] == 200 and body_bytes(response) == image_of(fleet, "door", "1.1.0")
 
 
 def test_simple_updater_404_without_release(fleet: World) -> None:
