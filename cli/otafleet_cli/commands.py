@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from otafleet import windows
 from otafleet.fleet import TrackStatus, parse_mac
-from otafleet.models import Delivery, Kind
+from otafleet.models import Delivery, Kind, Window
 from otafleet.protocol import MODES
 from otafleet_cli import views
 from otafleet_cli.output import Output, fields
@@ -101,10 +102,35 @@ def channel_set(conn: Connection, args: Any, out: Output) -> int:
 
 def channel_show(conn: Connection, args: Any, out: Output) -> int:
     statuses = conn.fleet.channel_status(args.product, args.channel)
+    catalog = conn.fleet.catalog(args.product)
+    channel = catalog.channels.get(args.channel)
+    window = (channel.window if channel else None) or catalog.product.window
+    if window is not None:
+        out.note(f"images are handed over {windows.describe(window)} (`otafleet window`)")
     if not statuses and not out.as_json:
         out.line(f"{args.product}/{args.channel} serves nothing yet")
         return 0
     return _show_tracks(out, statuses, many=True)
+
+
+def window_set(conn: Connection, args: Any, out: Output) -> int:
+    window = conn.fleet.set_window(args.product, args.window, tz=args.tz, channel=args.channel)
+    return _show_window(out, args, window)
+
+
+def window_clear(conn: Connection, args: Any, out: Output) -> int:
+    return _show_window(out, args, conn.fleet.set_window(args.product, None, channel=args.channel))
+
+
+def _show_window(out: Output, args: Any, window: Window | None) -> int:
+    where = f"{args.product}/{args.channel}" if args.channel else args.product
+    text = windows.describe(window) if window else None
+    fallback = "its product's window, if any" if args.channel else "any time"
+    out.emit(
+        {"product": args.product, "channel": args.channel, "window": text},
+        f"{where}: images are handed over {text or fallback}",
+    )
+    return 0
 
 
 def channel_rollback(conn: Connection, args: Any, out: Output) -> int:

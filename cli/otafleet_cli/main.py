@@ -149,9 +149,29 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--reset-counts",
                 action="store_true",
-                help="start the success/failure counts from zero (else a halted rollout halts again at its next "
-                "failure while its rate stays over the threshold)",
+                help="start the outcome counts from zero (needed to resume a rollout whose failure rate is still "
+                "over its threshold: it would halt again at once)",
             )
+
+    window = nested("window", "maintenance windows: when images may be handed to devices")
+    p = command(
+        window,
+        "set",
+        commands.window_set,
+        "hand images to a product's (or a channel's) devices only inside a window",
+        description=(
+            "Outside the window a device that would be handed an image gets 304 (outside-window) and is served "
+            "at a check inside it. A channel's window overrides its product's. WINDOW is DAYS HH:MM-HH:MM, e.g. "
+            "'mon-fri 01:00-05:00', 'daily 22:00-06:00' (an end before the start crosses midnight)."
+        ),
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("window", metavar="WINDOW")
+    p.add_argument("--tz", default="UTC", help="IANA time zone of the window (default UTC), e.g. Europe/Berlin")
+    p.add_argument("--channel", help="the window of one channel, overriding the product's")
+    p = command(window, "clear", commands.window_clear, "remove a product's (or a channel's) window")
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("--channel", help="the window of one channel")
 
     device = nested("device", "assign, block and inspect devices")
     p = command(device, "assign", commands.device_assign, "register a device or move it to a product/channel")

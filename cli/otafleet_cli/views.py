@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from otafleet import windows
 from otafleet.decision import Decision
 from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
 from otafleet.models import Attempt, Channel, Device, Kind, Product, Release, TrackState
@@ -29,6 +30,7 @@ def product_dict(p: Product) -> dict[str, Any]:
         "allow_downgrade": p.allow_downgrade,
         "default_channel": p.default_channel,
         "max_image_bytes": p.max_image_bytes,
+        "window": windows.describe(p.window) if p.window else None,
     }
 
 
@@ -54,6 +56,7 @@ def product_fields(p: Product) -> str:
             ("auth required", p.auth_required),
             ("allow downgrade", p.allow_downgrade),
             ("default channel", p.default_channel),
+            ("window", windows.describe(p.window) if p.window else "always"),
         ]
     )
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from otafleet import attempts, credentials, rollout, versions
+from otafleet import attempts, credentials, rollout, versions, windows
 from otafleet.attempts import Verdict
 from otafleet.models import (
     Attempt,
@@ -335,6 +335,14 @@ def decide(
         trace.add("safety", detail)
         return finish(Outcome.NO_UPDATE, reason, detail, enroll=enroll)
     trace.add("safety", "ok")
+
+    # Maintenance window (a channel's, else its product's): images are handed over only inside it.
+    home = catalog.channels.get(dev.channel or "")
+    window = (home.window if home else None) or product.window
+    if window is not None and not windows.is_open(window, now):
+        detail = f"images are handed over {windows.describe(window)}; served at a check inside it"
+        trace.add("window", detail)
+        return finish(Outcome.NO_UPDATE, "outside-window", detail, enroll=enroll)
 
     # 8. Delivery.
     delivery, why = _delivery(req, dev, product, release, policy)

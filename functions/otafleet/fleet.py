@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import cmp_to_key
 
-from otafleet import attempts, credentials, names, rollout, versions
+from otafleet import attempts, credentials, names, rollout, versions, windows
 from otafleet.models import (
     PLATFORMS,
     Catalog,
@@ -44,6 +44,7 @@ from otafleet.models import (
     ReleaseState,
     Track,
     TrackState,
+    Window,
 )
 from otafleet.protocol import is_device_mac, normalise_mac, not_a_device
 from otafleet.storage.catalog import CatalogStore, TrackChange
@@ -298,6 +299,28 @@ class Fleet:
             return replace(current, state=TrackState.ACTIVE), reset_counts
 
         return self._change_track(product, channel, kind, change)
+
+    def set_window(
+        self, product: str, spec: str | None, *, tz: str = "UTC", channel: str | None = None
+    ) -> Window | None:
+        """Set (or with `spec` None clear) the maintenance window of a product, or of one of its channels
+        (which then overrides the product's). Returns the window set."""
+        try:
+            window = windows.parse(spec, tz) if spec is not None else None
+        except windows.InvalidWindow as bad:
+            raise FleetError(str(bad)) from None
+        catalog = self.catalog(product)
+        if channel is None:
+            self.catalog_store.put_product(replace(catalog.product, window=window))
+            return window
+        if channel not in catalog.channels:
+            known = ", ".join(sorted(catalog.channels)) or "none yet"
+            raise FleetError(f"product {product!r} has no channel {channel!r} (channels: {known})")
+        try:
+            self.catalog_store.set_channel_window(product, channel, window)
+        except Conflict:
+            raise FleetError(f"{product}/{channel} was deleted meanwhile") from None
+        return window
 
     def channel_status(self, product: str, channel: str) -> list[TrackStatus]:
         catalog = self.catalog(product)

@@ -67,6 +67,17 @@ def dialect_of(platform: str) -> Dialect:
 
 
 @dataclass(frozen=True)
+class Window:
+    """When images may be handed to devices (windows.py): weekdays (0 = Monday) and a span of minutes
+    since local midnight in time zone `tz`; an end at or before the start crosses midnight."""
+
+    days: tuple[int, ...]
+    start: int
+    end: int
+    tz: str = "UTC"
+
+
+@dataclass(frozen=True)
 class Product:
     name: str
     platform: str
@@ -76,6 +87,7 @@ class Product:
     auth_required: bool = False
     allow_downgrade: bool = False
     max_image_bytes: int = 16 * 1024 * 1024
+    window: Window | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,7 @@ class Channel:
     product: str
     name: str
     tracks: dict[Kind, Track] = field(default_factory=dict)
+    window: Window | None = None  # overrides the product's
 
 
 @dataclass(frozen=True)

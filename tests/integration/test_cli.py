@@ -940,3 +940,25 @@ def test_import_unknown_product_is_one_line(door: World, run: Run, tmp_path: Pat
     mapping.write_text('{"18:FE:AA:AA:AA:AA": "1.0.0"}')
     result = run("import", str(mapping), "--product", "ghost")
     assert result.code == 1 and result.err.startswith("otafleet: error: unknown product 'ghost'")
+
+
+def test_window_set_gates_offers_and_clear_lifts_it(door: World, run: Run) -> None:
+    run("channel", "set", "door", "stable", "1.1.0")
+    # A window that is closed at the service's clock: offers wait, nothing else changes.
+    result = run("window", "set", "door", "mon 01:00-02:00", "--tz", "Europe/Berlin", "--json")
+    assert result.code == 0 and result.json()["window"] == "mon 01:00-02:00 Europe/Berlin"
+    service = replace(door.service(), clock=lambda: "2026-12-01T12:00:00Z")  # a Tuesday
+    assert service.check(esp8266_headers(MAC, version="1.0.0")).headers["X-Otafleet-Reason"] == "outside-window"
+    assert service.check(esp8266_headers(MAC, version="1.1.0")).status == 304
+    inside = replace(service, clock=lambda: "2026-11-30T00:30:00Z")  # Monday 01:30 in Berlin
+    assert inside.check(esp8266_headers(MAC, version="1.0.0")).status == 302
+    assert "images are handed over mon 01:00-02:00 Europe/Berlin" in run("channel", "show", "door", "stable").err
+    # A channel's window overrides the product's; clearing it falls back to the product's.
+    assert run("window", "set", "door", "daily 00:00-24:00", "--channel", "stable").code == 0
+    assert service.check(esp8266_headers(MAC, version="1.0.0")).status == 302
+    assert run("window", "clear", "door", "--channel", "stable").code == 0
+    assert run("window", "clear", "door").code == 0
+    assert "window           always" in run("product", "create", "door").out
+    bad = run("window", "set", "door", "weekdays 1-5")
+    assert bad.code != 0 and "not a window" in error_line(bad)
+    assert "unknown time zone" in error_line(run("window", "set", "door", "mon 01:00-02:00", "--tz", "Nowhere/X"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from otafleet.config import Settings
-from otafleet.models import COUNTERS, Catalog, Channel, Kind, Product, Release, Track, TrackState
+from otafleet.models import COUNTERS, Catalog, Channel, Kind, Product, Release, Track, TrackState, Window
 from otafleet.storage import clients
 from otafleet.storage.dynamo import from_item, to_item
 from otafleet.storage.errors import Conflict, translated
@@ -30,6 +30,7 @@ from otafleet.storage.items import (
     release_sk,
     release_to_item,
     track_to_map,
+    window_to_map,
 )
 
 
@@ -144,6 +145,27 @@ class CatalogStore:
         finally:
             self.invalidate(change.product)
         return written_track(change)
+
+    def set_channel_window(self, product: str, channel: str, window: Window | None) -> None:
+        """Set or clear an existing channel's maintenance window, touching nothing else."""
+        key = {"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}}
+        update: dict[str, Any] = {"UpdateExpression": "REMOVE #w"}
+        if window is not None:
+            update = {
+                "UpdateExpression": "SET #w = :w",
+                "ExpressionAttributeValues": to_item({":w": window_to_map(window)}),
+            }
+        try:
+            with translated():
+                self.client.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    ConditionExpression="attribute_exists(pk)",
+                    ExpressionAttributeNames={"#w": "window"},
+                    **update,
+                )
+        finally:
+            self.invalidate(product)
 
     def get_product(self, name: str) -> Product | None:
         item = self._get(product_pk(name), PRODUCT_SK)

@@ -24,6 +24,7 @@ from otafleet.models import (
     Reported,
     Track,
     TrackState,
+    Window,
 )
 
 Item = dict[str, Any]
@@ -74,6 +75,21 @@ def _clean(item: Item) -> Item:
 # --- products, channels, releases -------------------------------------------------------------
 
 
+def window_to_map(w: Window | None) -> Item | None:
+    return None if w is None else {"days": list(w.days), "start": w.start, "end": w.end, "tz": w.tz}
+
+
+def window_from_map(m: Item | None) -> Window | None:
+    if not m:
+        return None
+    return Window(
+        days=tuple(int(d) for d in m.get("days") or ()),
+        start=_int(m.get("start")),
+        end=_int(m.get("end")),
+        tz=m.get("tz", "UTC"),
+    )
+
+
 def product_to_item(p: Product) -> Item:
     return _clean(
         {
@@ -88,6 +104,7 @@ def product_to_item(p: Product) -> Item:
             "auth_required": p.auth_required,
             "allow_downgrade": p.allow_downgrade,
             "max_image_bytes": p.max_image_bytes,
+            "window": window_to_map(p.window),
         }
     )
 
@@ -102,6 +119,7 @@ def product_from_item(item: Item) -> Product:
         auth_required=bool(item.get("auth_required", False)),
         allow_downgrade=bool(item.get("allow_downgrade", False)),
         max_image_bytes=_int(item.get("max_image_bytes"), 16 * 1024 * 1024),
+        window=window_from_map(item.get("window")),
     )
 
 
@@ -150,7 +168,9 @@ def channel_to_item(c: Channel) -> Item:
 
 def channel_from_item(item: Item) -> Channel:
     tracks = {Kind(k): track_from_map(v, Kind(k), item) for k, v in (item.get("tracks") or {}).items()}
-    return Channel(product=item["product"], name=item["name"], tracks=tracks)
+    return Channel(
+        product=item["product"], name=item["name"], tracks=tracks, window=window_from_map(item.get("window"))
+    )
 
 
 def release_to_item(r: Release) -> Item:
