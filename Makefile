@@ -20,13 +20,16 @@ export SAM_CLI_TELEMETRY := 0
 export UV_TOOL_DIR := $(CURDIR)/$(TOOLS)/uv-tools
 export UV_TOOL_BIN_DIR := $(CURDIR)/$(TOOLS)/bin
 
-.PHONY: help setup run test lint typecheck pytest template-check checkov sam-build workflow-lint load bench clean
+.PHONY: help setup run test test-fast lint typecheck pytest template-check checkov sam-build workflow-lint load bench build deploy clean
 
 help:
 	@echo "make run    start the local stack with demo data (http://127.0.0.1:3000)"
 	@echo "make test   lint, type-check, every test, template checks and sam build"
 	@echo "make bench  benchmarks, printed as ratios against a floor measured in the same run"
 	@echo "make load   bounded load test of the local stack (a few thousand device-shaped requests)"
+	@echo "make test-fast  lint, type-check and the unit tests only (about a minute)"
+	@echo "make build  sam build with the pinned SAM CLI and the runtime's Python"
+	@echo "make deploy sam deploy (first time: make deploy ARGS=--guided)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)/uv
@@ -77,6 +80,15 @@ workflow-lint: setup
 
 test: lint typecheck pytest template-check checkov sam-build workflow-lint
 	@echo "make test: all checks passed"
+
+test-fast: lint typecheck
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+build: setup $(SAM_STAMP)
+	bash scripts/sam.sh build
+
+deploy: build
+	bash scripts/sam.sh deploy $(ARGS)
 
 bench: setup
 	$(PY) -m bench
