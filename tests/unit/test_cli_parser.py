@@ -100,3 +100,11 @@ def test_describe_failure_names_the_cause() -> None:
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "Scan")
     assert describe_failure(denied) == "AWS refused the request: AccessDenied: no"
     assert describe_failure(ValueError("odd")) == "ValueError: odd"
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"otafleet {version('otafleet')}"
