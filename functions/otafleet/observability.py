@@ -56,9 +56,42 @@ def count(name: str, value: int = 1, **dimensions: str) -> None:
         m.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
+_cold = True
+
+
+def _request_id(event: Any) -> str | None:
+    """API Gateway's request id (the access log's `requestId`), or S3's for an event notification."""
+    if not isinstance(event, dict):
+        return None
+    found = (event.get("requestContext") or {}).get("requestId")
+    if found is None and event.get("Records"):
+        found = ((event["Records"][0] or {}).get("responseElements") or {}).get("x-amz-request-id")
+    return found if isinstance(found, str) else None
+
+
+def _with_context(func: Any) -> Any:
+    """Every log line of an invocation carries its request ids and whether it started the sandbox, so a
+    decision can be joined with API Gateway's access log; the first invocation counts a ColdStart."""
+
+    def run(event: Any, context: Any) -> Any:
+        global _cold
+        cold, _cold = _cold, False
+        logger().append_keys(
+            correlation_id=_request_id(event),
+            lambda_request_id=getattr(context, "aws_request_id", None),
+            cold_start=cold,
+        )
+        if cold:
+            count("ColdStarts")
+        return func(event, context)
+
+    return run
+
+
 def handler_wrapper(func: Any) -> Any:
-    """Flush metrics after every invocation; add the tracer only when tracing is on."""
-    wrapped = metrics().log_metrics(func)
+    """Log context on every line, flush metrics after every invocation; add the tracer only when
+    tracing is on."""
+    wrapped = metrics().log_metrics(_with_context(func))
     if tracing_enabled():
         if importlib.util.find_spec("aws_xray_sdk") is None:
             # Lambda's own active tracing still records the invocation; the SDK adds subsegments for

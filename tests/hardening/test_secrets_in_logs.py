@@ -156,3 +156,24 @@ def test_the_unexpected_error_path_logs_no_secret(
     assert "unhandled error" in text and "a bug" in text
     token = headers["authorization"].split(" ", 1)[1]
     assert secrets_in(text, {"device secret": DOOR_SECRET, "Authorization token": token}) == []
+
+
+def test_every_line_carries_the_request_ids_and_the_cold_start_flag(
+    world: World, logs: LogCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decisions can be joined with API Gateway's access log by its request id."""
+    from otafleet import observability
+    from update import app as update_app
+
+    monkeypatch.setattr(observability, "_cold", True)
+    world.product("lamp", "esp8266")
+    monkeypatch.setattr(update_app, "_service", None)
+    headers = {k.lower(): v for k, v in esp8266_headers(LAMP_MAC).items()}
+    context = type("Context", (), {"aws_request_id": "lambda-1"})()
+    for request_id in ("req-a", "req-b"):
+        event = route_event("/update", {}, headers)
+        event["requestContext"]["requestId"] = request_id
+        update_app.handler(event, context)
+    decisions = [r for r in logs.records() if r.get("message") == "decision"]
+    assert [(r["correlation_id"], r["cold_start"]) for r in decisions] == [("req-a", True), ("req-b", False)]
+    assert all(r["lambda_request_id"] == "lambda-1" for r in decisions)
