@@ -219,6 +219,9 @@ def _header_value(value: Any) -> str:
     return text
 
 
+HEALTH_PATH = "/healthz"
+
+
 def gateway_error(status: int, message: str) -> Response:
     body = json.dumps({"message": message}).encode()
     return Response(status, [("Content-Type", "application/json")], body)
@@ -234,7 +237,17 @@ class ApiServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.router = router
-        super().__init__(address, _Handler)
+        # Bound now (a port in use fails at once), listening only from activate(): until the stack is
+        # ready, connections are refused, so a script that waits for the port waits for the stack.
+        super().__init__(address, _Handler, bind_and_activate=False)
+        try:
+            self.server_bind()
+        except OSError:
+            self.server_close()
+            raise
+
+    def activate(self) -> None:
+        self.server_activate()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
@@ -274,7 +287,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         path = self.path.split("?", 1)[0]
         route, params, allowed = self.server.router.match(self.command, path)
-        if route is None:
+        if route is None and path == HEALTH_PATH and self.command in ("GET", "HEAD"):
+            # The local stack's own ready signal (the port listens only once it is ready, too).
+            response = Response(200, [("Content-Type", "application/json")], b'{"ready": true}')
+        elif route is None:
             response = gateway_error(405, "Method Not Allowed") if allowed else gateway_error(404, "Not Found")
             if allowed:
                 response.headers.append(("Allow", ", ".join(sorted(set(allowed)))))

@@ -359,10 +359,6 @@ class LocalStack:
             self._pollers.append(poller)
 
         self._api.router = routes_for(template.routes(cfg.template_path), self.functions)
-        self._api_thread = threading.Thread(
-            target=self._api.serve_forever, kwargs={"poll_interval": 0.1}, name="otafleet-api", daemon=True
-        )
-        self._api_thread.start()
 
         outputs = discovery.local_outputs(resolver, {"ApiUrl": self.api_url}, cfg.template_path)
         discovery.register(self.client("cloudformation"), cfg.stack_name, outputs)
@@ -377,6 +373,13 @@ class LocalStack:
                 self.client("s3"),
                 publish_ready=bool(publish) and all(f.loaded for f in publish),
             )
+
+        # Last: the API port accepts connections only once the stack (its outputs, the demo) is ready.
+        self._api.activate()
+        self._api_thread = threading.Thread(
+            target=self._api.serve_forever, kwargs={"poll_interval": 0.1}, name="otafleet-api", daemon=True
+        )
+        self._api_thread.start()
 
     def _set_environment(self) -> None:
         env: dict[str, str] = {}

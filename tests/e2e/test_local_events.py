@@ -4,8 +4,11 @@ events completed from moto's notifications (versionId, key encoding) as S3 sends
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,6 +192,7 @@ def fake_api() -> Iterator[tuple[str, int, list[Any]]]:
         ]
     )
     server = api.ApiServer(("127.0.0.1", 0), router)
+    server.activate()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -212,3 +216,25 @@ def test_handler_errors_are_502_and_304_never_has_a_body(fake_api: tuple[str, in
     event, context = seen[0]
     assert event["pathParameters"] == {"thing": "x y"} and event["routeKey"] == "GET /same/{thing}"
     assert context.function_name == "Same" and 0 < context.get_remaining_time_in_millis() <= 2000
+
+
+def test_the_api_port_listens_only_once_ready_and_says_so() -> None:
+    """Bound at once (a port in use fails at start), refusing connections until activated: a script
+    that waits for the port waits for the stack. /healthz is the documented ready signal."""
+    server = api.ApiServer(("127.0.0.1", 0), api.Router([]))
+    port = server.server_address[1]
+    probe = socket.socket()
+    try:
+        assert probe.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+    finally:
+        probe.close()
+        server.activate()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            assert answer.status == 200 and json.loads(answer.read()) == {"ready": True}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
