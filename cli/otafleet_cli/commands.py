@@ -96,6 +96,7 @@ def channel_set(conn: Connection, args: Any, out: Output) -> int:
         args.percent,
         max_failure_rate=args.max_failure_rate,
         min_devices=args.min_devices,
+        max_offers_per_minute=args.max_offers_per_minute,
     )
     return _show_tracks(out, [status])
 

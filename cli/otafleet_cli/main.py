@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="halt the rollout when failures / outcomes exceeds this (0-1, default 0.2)",
     )
     p.add_argument("--min-devices", type=int, metavar="N", help="outcomes needed before it can halt (default 10)")
+    p.add_argument(
+        "--max-offers-per-minute",
+        type=int,
+        metavar="N",
+        help="pace the rollout: at most N images handed over a minute, the rest at later checks (0: no limit)",
+    )
 
     for name, handler, text in (
         ("show", commands.channel_show, "a channel's releases, rollout state and success/failure counts"),

@@ -167,6 +167,7 @@ def track_dict(s: TrackStatus) -> dict[str, Any]:
         "failure_rate": s.failure_rate,
         "max_failure_rate": t.max_failure_rate,
         "min_devices": t.min_devices,
+        "max_offers_per_minute": t.max_offers_per_minute,
         "over_threshold": s.over_threshold,
     }
 
@@ -184,6 +185,7 @@ def tracks_table(statuses: Sequence[TrackStatus], *, with_channel: bool = False)
         "UNKNOWN",
         "FAILURE RATE",
         "HALTS",
+        "PACE",
     ]
     if with_channel:
         headers = ["CHANNEL", *headers]
@@ -202,6 +204,7 @@ def tracks_table(statuses: Sequence[TrackStatus], *, with_channel: bool = False)
             t.unknowns,
             percent(s.failure_rate),
             f"> {percent(t.max_failure_rate)} after {t.min_devices}",
+            f"{t.max_offers_per_minute}/min" if t.max_offers_per_minute else "-",
         ]
         rows.append([f"{s.product}/{s.channel}", *row] if with_channel else row)
     return table(headers, rows)

@@ -27,6 +27,7 @@ from otafleet.models import (
     Device,
     Kind,
     Product,
+    Quota,
     Release,
     Reported,
     Track,
@@ -65,6 +66,8 @@ class Policy:
     # Records of devices nobody assigned (and of enrolled devices not yet trusted) expire this long
     # after their last check.
     unassigned_ttl_seconds: int = 30 * 24 * 3600
+    # Open enrollment: at most this many new devices per product and hour.
+    enroll_per_hour: int = 60
 
 
 @dataclass(frozen=True)
@@ -155,14 +158,17 @@ def decide(
     *,
     now: str,
     policy: Policy = Policy(),
-    enrollment_open: bool = True,
+    full: frozenset[str] = frozenset(),
 ) -> Decision:
+    """`full`: the quotas (Quota.name) a write of this check found at their limit: "enroll" (this hour's
+    enrollments into the product), "pace" (this minute's offers of the rollout)."""
     trace = _Trace()
     trace.add("dialect", f"{req.dialect.value} client, mode {req.mode}")
     trace.add("identity", f"device {req.mac}")
     reported = reported_after(req, device, now)
     dev = device if device is not None and device.assigned else None
     expires: int | None = None
+    quotas: list[Quota] = []  # raised by every write of this check (an enrollment's)
 
     def finish(
         outcome: Outcome,
@@ -178,7 +184,13 @@ def decide(
             reason=reason,
             detail=detail,
             record=CheckRecord(
-                reported=reported, outcome=outcome.value, reason=reason, at=now, expires_at=expires, **record
+                reported=reported,
+                outcome=outcome.value,
+                reason=reason,
+                at=now,
+                expires_at=expires,
+                quotas=(*quotas, *record.pop("quotas", ())),
+                **record,
             ),
             release=release,
             delivery=delivery,
@@ -193,8 +205,9 @@ def decide(
     if dev is None:
         expires = epoch(now) + policy.unassigned_ttl_seconds
         product = catalog.product if catalog else None
-        if req.product and product and product.name == req.product and product.enroll and enrollment_open:
+        if req.product and product and product.name == req.product and product.enroll and "enroll" not in full:
             enroll = (product.name, product.default_channel)
+            quotas.append(Quota("enroll", product.name, now[:13], policy.enroll_per_hour, epoch(now) + 86400))
             dev = replace(
                 device or Device(mac=req.mac),
                 product=product.name,
@@ -350,6 +363,16 @@ def decide(
     if delivery is None:
         return finish(Outcome.NO_UPDATE, "too-large-for-inline", why, enroll=enroll)
 
+    # Pacing: the rollout hands over at most its rate of images a minute; the rest wait for a later check.
+    paced: tuple[Quota, ...] = ()
+    if track is not None and track.max_offers_per_minute:
+        if "pace" in full:
+            detail = f"the rollout hands over {track.max_offers_per_minute} images a minute; served at a later check"
+            trace.add("pacing", detail)
+            return finish(Outcome.NO_UPDATE, "paced", detail, enroll=enroll)
+        period = f"{dev.channel}#{kind.value}#{now[:16]}"
+        paced = (Quota("pace", product.name, period, track.max_offers_per_minute, epoch(now) + 3600),)
+
     if current is not None and current.open:
         next_attempt = attempts.reoffer(current, at=now)
     elif current is not None:
@@ -370,6 +393,7 @@ def decide(
         enroll=enroll,
         attempt=next_attempt,
         replaces=attempt,
+        quotas=paced,
     )
 
 

@@ -257,15 +257,18 @@ class Fleet:
         *,
         max_failure_rate: float | None = None,
         min_devices: int | None = None,
+        max_offers_per_minute: int | None = None,
     ) -> TrackStatus:
         check_name("channel", channel)
         if not 1 <= percent <= 100:
             raise FleetError(f"percent must be between 1 and 100, not {percent}")
         _check_thresholds(max_failure_rate, min_devices)
+        if max_offers_per_minute is not None and max_offers_per_minute < 0:
+            raise FleetError(f"max offers per minute must be 0 (no limit) or more, not {max_offers_per_minute}")
 
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
             _offerable(catalog, kind, version)
-            return rollout.pointed(current, version, percent, max_failure_rate, min_devices)
+            return rollout.pointed(current, version, percent, max_failure_rate, min_devices, max_offers_per_minute)
 
         return self._change_track(product, channel, kind, change, need_track=False)
 

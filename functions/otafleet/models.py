@@ -143,6 +143,8 @@ class Track:
     unknowns: int = 0
     # Bumped by every write of the track, so that writes based on what was read are conditional on it.
     rev: int = 0
+    # Pacing: at most this many images handed over per minute (exactly, under concurrency); None: no limit.
+    max_offers_per_minute: int | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,18 @@ class CounterEvent:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """A count per period that a check may raise only while it is under its limit, in the same write
+    as the check (an enrollment per product and hour; an offer per rollout and minute)."""
+
+    name: str  # "enroll" or "pace"
+    product: str
+    period: str  # what it counts within, e.g. "2026-12-01T21" or "stable#app#2026-12-01T21:05"
+    limit: int
+    expires_at: int  # the period's count is deleted by TTL after this
+
+
+@dataclass(frozen=True)
 class CheckRecord:
     """What one check writes on the device record. Operator-owned fields are never overwritten,
     except that enrollment sets product and channel on a device that has none."""
@@ -292,6 +306,7 @@ class CheckRecord:
     chip: str | None = None
     installed: bool = False  # an attempt ended installed: one more in the device's history
     counter: CounterEvent | None = None
+    quotas: tuple[Quota, ...] = ()
     # Epoch seconds after which DynamoDB may delete the record (devices nobody assigned).
     expires_at: int | None = None
 

@@ -94,16 +94,24 @@ def target(track: Track, mac: str, product: str, kind: Kind, runs_new: Callable[
 
 
 def pointed(
-    current: Track | None, version: str, percent: int, max_failure_rate: float | None, min_devices: int | None
+    current: Track | None,
+    version: str,
+    percent: int,
+    max_failure_rate: float | None,
+    min_devices: int | None,
+    max_offers_per_minute: int | None = None,
 ) -> tuple[Track, bool]:
     """The track after pointing a channel at `version` (`channel set`, or promotion on upload), and
-    whether its counters start from zero. The same version again changes only the percentage and the
-    thresholds; a new one starts a new rollout whose fallback is the channel's last good release."""
+    whether its counters start from zero. The same version again changes only the percentage, the
+    thresholds and the pace; a new one starts a new rollout whose fallback is the channel's last good
+    release. A setting given as None keeps the current one; a pace of 0 removes the limit."""
     defaults = current or Track(version)
     rate = defaults.max_failure_rate if max_failure_rate is None else max_failure_rate
     minimum = defaults.min_devices if min_devices is None else min_devices
+    pace = defaults.max_offers_per_minute if max_offers_per_minute is None else (max_offers_per_minute or None)
     if current is not None and current.version == version:
-        return replace(current, percent=percent, max_failure_rate=rate, min_devices=minimum), False
+        changed = replace(current, percent=percent, max_failure_rate=rate, min_devices=minimum)
+        return replace(changed, max_offers_per_minute=pace), False
     previous = last_good(current)
     track = Track(
         version=version,
@@ -112,6 +120,7 @@ def pointed(
         max_failure_rate=rate,
         min_devices=minimum,
         rev=current.rev if current else 0,
+        max_offers_per_minute=pace,
     )
     return track, True
 
@@ -127,6 +136,7 @@ def rolled_back(current: Track) -> Track:
         min_devices=current.min_devices,
         rollback=True,
         rev=current.rev,
+        max_offers_per_minute=current.max_offers_per_minute,
     )
 
 

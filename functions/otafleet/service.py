@@ -20,12 +20,12 @@ from otafleet import credentials, delivery, names, rollout
 from otafleet.config import Settings
 from otafleet.decision import Decision, Outcome, Policy, decide
 from otafleet.delivery import Answer, Payload
-from otafleet.models import Catalog, Delivery, Kind, Release, TrackState, dialect_of
+from otafleet.models import AttemptState, Catalog, Delivery, Kind, Release, TrackState, dialect_of
 from otafleet.observability import count, logger
 from otafleet.protocol import FS_MODES, CheckRequest, ProtocolError, parse_check
 from otafleet.storage.blobs import BlobStore
 from otafleet.storage.catalog import CatalogStore
-from otafleet.storage.devices import DeviceStore, EnrollmentLimited
+from otafleet.storage.devices import DeviceStore, QuotaFull
 from otafleet.storage.errors import Conflict, NotFound, StorageUnavailable
 
 RETRY_AFTER_SECONDS = "300"
@@ -60,6 +60,7 @@ class UpdateService:
             redirect_scheme=self.blobs.redirect_scheme,
             enroll_trust_seconds=int(self.settings.enroll_trust_hours * 3600),
             unassigned_ttl_seconds=int(self.settings.unassigned_ttl_days * 86400),
+            enroll_per_hour=self.settings.enroll_per_hour,
         )
 
     # --- the device-facing checks ----------------------------------------------------------------
@@ -106,17 +107,17 @@ class UpdateService:
         return answer
 
     def _check(self, req: CheckRequest) -> tuple[Decision, Answer]:
-        enrollment_open = True
-        for round_ in range(ROUNDS):
-            catalog, decision = self._decide(req, fresh=round_ > 0, enrollment_open=enrollment_open)
+        full: frozenset[str] = frozenset()
+        for round_ in range(ROUNDS + 2):  # + a round for each quota that can be full
+            catalog, decision = self._decide(req, fresh=round_ > 0, full=full)
             answer = self._answer(decision)
             try:
                 self.devices.record_check(req.mac, decision.record)
-            except EnrollmentLimited:
-                enrollment_open = False
+            except QuotaFull as quota:
+                full |= {quota.name}
                 continue
             except Conflict:
-                if round_ == ROUNDS - 1:
+                if round_ >= ROUNDS - 1 + len(full):
                     raise
                 # Checks that collided (a burst of verdicts on one channel item) spread out a little.
                 time.sleep(random.uniform(0, 0.02 * (round_ + 1)))
@@ -126,12 +127,12 @@ class UpdateService:
         raise Conflict("no round of the check could record it")
 
     def _decide(
-        self, req: CheckRequest, *, fresh: bool = False, enrollment_open: bool = True
+        self, req: CheckRequest, *, fresh: bool = False, full: frozenset[str] = frozenset()
     ) -> tuple[Catalog | None, Decision]:
         device = self.devices.get(req.mac)
         name = device.product if device is not None and device.assigned else req.product
         catalog = self.catalog.load(name, fresh=fresh) if name else None
-        decision = decide(req, device, catalog, now=self.clock(), policy=self.policy(), enrollment_open=enrollment_open)
+        decision = decide(req, device, catalog, now=self.clock(), policy=self.policy(), full=full)
         return catalog, decision
 
     def decide(self, req: CheckRequest, *, fresh: bool = False) -> Decision:
@@ -236,9 +237,12 @@ class UpdateService:
             count("NotModified", reason=decision.reason)
         elif decision.reason in ("unknown-device", "enroll-rate-limited"):
             count("UnknownDevices")
-        verdict = {"failed": "InferredFailures", "installed": "InferredSuccesses", "unknown": "UnknownOutcomes"}
-        if decision.verdict is not None:
-            count(verdict[decision.verdict.value])
+        if decision.verdict is AttemptState.INSTALLED:
+            count("InferredSuccesses")
+        elif decision.verdict is AttemptState.FAILED:
+            count("InferredFailures")
+        elif decision.verdict is AttemptState.UNKNOWN:
+            count("UnknownOutcomes")
 
     # --- the simple updater ----------------------------------------------------------------------
 

@@ -260,6 +260,7 @@ def test_product_create_update_and_list(stack: World, run: Run) -> None:
         "allow_downgrade": False,
         "default_channel": "beta",
         "max_image_bytes": 16 * 1024 * 1024,
+        "window": None,
     }
     run("product", "create", "cam", "--platform", "esp32s3", "--allow-downgrade")
     listed = run("products").out.splitlines()
@@ -329,6 +330,7 @@ def test_channel_set_show_and_staging(door: World, run: Run) -> None:
         "failure_rate": None,
         "max_failure_rate": 0.1,
         "min_devices": 5,
+        "max_offers_per_minute": None,
         "over_threshold": False,
     }
     shown = run("channel", "show", "door", "stable")

@@ -260,3 +260,36 @@ def test_a_stale_cache_never_halts_a_rollout_an_operator_resumed(door: World) ->
     second.check(esp8266_headers(other, version="1.0.0"))
     track = door.catalog.get_channel("door", "stable").tracks[Kind.APP]  # type: ignore[union-attr]
     assert (track.state, track.failures) == (TrackState.ACTIVE, 0)
+
+
+# --- pacing ----------------------------------------------------------------------------------------
+
+
+def test_a_paced_rollout_never_hands_over_more_than_its_rate_in_any_minute(door: World) -> None:
+    Fleet(door.devices, door.catalog).set_channel("door", "stable", "1.1.0", min_devices=100, max_offers_per_minute=5)
+    macs = [f"5C:CF:7F:00:05:{i:02X}" for i in range(23)]
+    for mac in macs:
+        door.device(mac, "door")
+    waiting, per_minute = set(macs), []
+    for minute in range(6):
+        service = replace(door.service(), clock=lambda m=minute: f"2026-12-01T12:{m:02d}:30Z")
+        offered = 0
+        for mac in sorted(waiting):
+            answer = service.check(esp8266_headers(mac, version="1.0.0"))
+            if answer.status == 302:
+                offered += 1
+                waiting.discard(mac)
+            else:
+                assert answer.headers["X-Otafleet-Reason"] == "paced"
+        per_minute.append(offered)
+    assert per_minute == [5, 5, 5, 5, 3, 0] and not waiting
+
+
+def test_quotas_full_on_one_device_never_block_its_other_answers(door: World) -> None:
+    Fleet(door.devices, door.catalog).set_channel("door", "stable", "1.1.0", max_offers_per_minute=1)
+    service = replace(door.service(), clock=lambda: "2026-12-01T12:00:00Z")
+    assert status(service, version="1.0.0") == 302
+    other = "5C:CF:7F:00:00:34"
+    door.device(other, "door")
+    assert service.check(esp8266_headers(other, version="1.1.0")).status == 304  # up to date, not paced
+    assert service.check(esp8266_headers(other, version="1.0.0")).headers["X-Otafleet-Reason"] == "paced"

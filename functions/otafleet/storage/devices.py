@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from otafleet.config import Settings
-from otafleet.models import Attempt, CheckRecord, CounterEvent, Device, Kind
+from otafleet.models import Attempt, CheckRecord, CounterEvent, Device, Kind, Quota
 from otafleet.storage import clients
 from otafleet.storage.dynamo import from_item, to_av, to_item
 from otafleet.storage.errors import Conflict, NotFound, translated
@@ -18,21 +17,24 @@ from otafleet.storage.items import (
     counter_name,
     device_from_item,
     device_to_item,
-    enrollment_sk,
     product_pk,
+    quota_sk,
     reported_to_map,
 )
 
 
-class EnrollmentLimited(Conflict):
-    """The product enrolled as many new devices this hour as it allows."""
+class QuotaFull(Conflict):
+    """A quota the check would raise is at its limit (`name`: "enroll" or "pace")."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} quota full")
+        self.name = name
 
 
 class DeviceStore:
     def __init__(self, settings: Settings, client: Any = None) -> None:
         self.table = settings.devices_table
         self.catalog_table = settings.catalog_table
-        self.enroll_per_hour = settings.enroll_per_hour
         self._client = client
         self._settings = settings
 
@@ -50,16 +52,14 @@ class DeviceStore:
 
     def record_check(self, mac: str, record: CheckRecord) -> None:
         """One write per check, conditional on the attempt it replaces (and on the device still being
-        unassigned when it enrolls). A verdict's rollout counters and an enrollment's hourly quota go in
-        the same transaction, so each counts exactly once. Raises Conflict when a concurrent write won
-        (decide again on fresh data), EnrollmentLimited when the quota is used up."""
+        unassigned when it enrolls). A verdict's rollout counters and the quotas the check raises (an
+        enrollment's, an offer's) go in the same transaction, so each counts exactly once. Raises
+        Conflict when a concurrent write won (decide again on fresh data), QuotaFull when a quota is."""
         items = [{"Update": {"TableName": self.table, **_check_update(mac, record)}}]
         if record.counter is not None:
             items.append({"Update": {"TableName": self.catalog_table, **_counter_update(record.counter)}})
-        limiter = None
-        if record.enroll is not None:
-            limiter = len(items)
-            items.append({"Update": {"TableName": self.catalog_table, **self._quota_update(record)}})
+        first_quota = len(items)
+        items += [{"Update": {"TableName": self.catalog_table, **_quota_update(q)}} for q in record.quotas]
         with translated():
             if len(items) == 1:
                 self.client.update_item(**items[0]["Update"])
@@ -68,26 +68,10 @@ class DeviceStore:
                 self.client.transact_write_items(TransactItems=items)
             except self.client.exceptions.TransactionCanceledException as err:
                 reasons = err.response.get("CancellationReasons") or []
-                if (
-                    limiter is not None
-                    and len(reasons) > limiter
-                    and reasons[limiter].get("Code") == ("ConditionalCheckFailed")
-                ):
-                    raise EnrollmentLimited(f"enrollment quota of {record.enroll} reached") from None
+                for i, quota in enumerate(record.quotas, start=first_quota):
+                    if i < len(reasons) and reasons[i].get("Code") == "ConditionalCheckFailed":
+                        raise QuotaFull(quota.name) from None
                 raise
-
-    def _quota_update(self, record: CheckRecord) -> dict[str, Any]:
-        assert record.enroll is not None
-        hour = record.at[:13]  # one quota item per product and UTC hour, deleted by TTL after a day
-        return {
-            "Key": {"pk": {"S": product_pk(record.enroll[0])}, "sk": {"S": enrollment_sk(hour)}},
-            "UpdateExpression": "ADD #n :one SET expires_at = if_not_exists(expires_at, :exp)",
-            "ConditionExpression": "attribute_not_exists(#n) OR #n < :limit",
-            "ExpressionAttributeNames": {"#n": "enrolled"},
-            "ExpressionAttributeValues": to_item(
-                {":one": 1, ":limit": self.enroll_per_hour, ":exp": _epoch(record.at) + 86400}
-            ),
-        }
 
     # --- operator side ---------------------------------------------------------------------------
 
@@ -191,10 +175,6 @@ class DeviceStore:
                     yield device_from_item(plain), plain.get("seen_product")
 
 
-def _epoch(at: str) -> int:
-    return int(datetime.fromisoformat(at).timestamp())
-
-
 def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
     sets = [
         "reported = :reported",
@@ -273,6 +253,16 @@ def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
     if conditions:
         update["ConditionExpression"] = " AND ".join(conditions)
     return update
+
+
+def _quota_update(quota: Quota) -> dict[str, Any]:
+    return {
+        "Key": {"pk": {"S": product_pk(quota.product)}, "sk": {"S": quota_sk(quota.name, quota.period)}},
+        "UpdateExpression": "ADD #n :one SET expires_at = if_not_exists(expires_at, :exp)",
+        "ConditionExpression": "attribute_not_exists(#n) OR #n < :limit",
+        "ExpressionAttributeNames": {"#n": "count"},
+        "ExpressionAttributeValues": to_item({":one": 1, ":limit": quota.limit, ":exp": quota.expires_at}),
+    }
 
 
 def _counter_update(event: CounterEvent) -> dict[str, Any]:

@@ -44,9 +44,9 @@ def release_sk(kind: Kind, version: str) -> str:
     return f"R#{kind.value}#{version}"
 
 
-def enrollment_sk(hour: str) -> str:
-    """The count of devices a product enrolled in one UTC hour (`2026-12-01T21`)."""
-    return f"E#{hour}"
+def quota_sk(name: str, period: str) -> str:
+    """A product's count of one quota in one period (`Q#enroll#2026-12-01T21`)."""
+    return f"Q#{name}#{period}"
 
 
 def rejection_sk(kind: Kind, version: str, sha256: str) -> str:
@@ -134,6 +134,7 @@ def track_to_map(t: Track) -> Item:
             "min_devices": t.min_devices,
             "rollback": t.rollback,
             "rev": t.rev,
+            "pace": t.max_offers_per_minute,
         }
     )
 
@@ -152,6 +153,7 @@ def track_from_map(m: Item, kind: Kind, counters: Item) -> Track:
         rollback=bool(m.get("rollback", False)),
         unknowns=_int(counters.get(counter_name("unknown", kind, version))),
         rev=_int(m.get("rev")),
+        max_offers_per_minute=_int(m["pace"]) if m.get("pace") else None,
     )
 
 
