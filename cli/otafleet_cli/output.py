@@ -46,6 +46,19 @@ def percent(rate: float | None) -> str:
     return "-" if rate is None else f"{rate * 100:.1f}%"
 
 
+def duration(seconds: float | None) -> str:
+    """A span of time as people read it: `45 s`, `12 min`, `1.5 h`, `3 d`."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h".replace(".0 h", " h")
+    return f"{seconds / 86400:.1f} d".replace(".0 d", " d")
+
+
 def jsonable(value: Any) -> Any:
     """Dataclasses, enums, sets and tuples turned into plain JSON values (sets sorted)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -15,7 +15,8 @@ from otafleet.decision import Decision
 from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
 from otafleet.models import Attempt, Channel, Device, Kind, Product, Release, TrackState
 from otafleet.protocol import is_device_mac, not_a_device
-from otafleet_cli.output import fields, jsonable, percent, table
+from otafleet.rhythm import LEARNED_AFTER, learned
+from otafleet_cli.output import duration, fields, jsonable, percent, table
 
 # --- products ---------------------------------------------------------------------------------------
 
@@ -270,6 +271,9 @@ def device_dict(d: Device, seen_product: str | None = None) -> dict[str, Any]:
         "enrolled_at": d.enrolled_at,
         "installs": d.installs,
         "checks": d.checks,
+        "rhythm": None
+        if d.rhythm is None
+        else {"seconds": d.rhythm.seconds, "samples": d.rhythm.samples, "learned": learned(d.rhythm)},
         "last_outcome": d.last_outcome,
         "last_reason": d.last_reason,
         "first_seen": d.first_seen,
@@ -391,6 +395,7 @@ def device_fields(d: Device) -> str:
         ("credentials", "issued" if d.secret_hash else None),
         ("first seen", d.first_seen),
         ("checks", d.checks),
+        ("check interval", _rhythm(d)),
         ("last answer", f"{d.last_outcome} ({d.last_reason})" if d.last_outcome else None),
         ("", ""),
         ("last reported", r.at or "never"),
@@ -424,6 +429,15 @@ def device_fields(d: Device) -> str:
         ]
     pairs.append(("failed releases", ", ".join(sorted(d.failed)) or None))
     return fields(pairs)
+
+
+def _rhythm(d: Device) -> str | None:
+    r = d.rhythm
+    if r is None:
+        return None
+    if not learned(r):
+        return f"learning ({r.samples} of {LEARNED_AFTER} intervals seen, longest {duration(r.seconds)})"
+    return f"about {duration(r.seconds)} (learned from {r.samples} intervals)"
 
 
 # --- explain ----------------------------------------------------------------------------------------

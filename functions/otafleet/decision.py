@@ -10,11 +10,10 @@ credentials.py, versions.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from otafleet import attempts, credentials, rollout, versions, windows
+from otafleet import attempts, credentials, rhythm, rollout, versions, windows
 from otafleet.attempts import Verdict
 from otafleet.models import (
     Attempt,
@@ -34,6 +33,7 @@ from otafleet.models import (
     dialect_of,
 )
 from otafleet.protocol import CheckRequest
+from otafleet.rhythm import epoch
 
 
 class Outcome(StrEnum):
@@ -107,10 +107,6 @@ def failed_key(kind: Kind, version: str) -> str:
     return f"{kind.value}:{version}"
 
 
-def epoch(at: str) -> int:
-    return int(datetime.fromisoformat(at).timestamp())
-
-
 class _Trace:
     def __init__(self) -> None:
         self.steps: list[Step] = []
@@ -169,6 +165,10 @@ def decide(
     dev = device if device is not None and device.assigned else None
     expires: int | None = None
     quotas: list[Quota] = []  # raised by every write of this check (an enrollment's)
+    # The device's check interval, learned from the gap since its previous check (written only if it moved).
+    new_rhythm = rhythm.observe_check(device.rhythm, device.last_seen, now) if device is not None else None
+    if device is not None and new_rhythm == device.rhythm:
+        new_rhythm = None
 
     def finish(
         outcome: Outcome,
@@ -190,6 +190,7 @@ def decide(
                 at=now,
                 expires_at=expires,
                 quotas=(*quotas, *record.pop("quotas", ())),
+                rhythm=new_rhythm,
                 **record,
             ),
             release=release,

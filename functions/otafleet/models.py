@@ -231,6 +231,14 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Rhythm:
+    """A device's usual interval between checks, learned from its own check times (rhythm.py)."""
+
+    seconds: int  # the estimate
+    samples: int  # how many intervals it was learned from (capped): the estimate counts once there are enough
+
+
+@dataclass(frozen=True)
 class Device:
     mac: str
     product: str | None = None
@@ -259,6 +267,7 @@ class Device:
     seen_product: str | None = None
     # Set when the device enrolled itself (open enrollment); None for devices an operator assigned.
     enrolled_at: str | None = None
+    rhythm: Rhythm | None = None  # None until a first interval between two checks was seen
 
 
 @dataclass(frozen=True)
@@ -305,6 +314,7 @@ class CheckRecord:
     fs_version: str | None = None
     chip: str | None = None
     installed: bool = False  # an attempt ended installed: one more in the device's history
+    rhythm: Rhythm | None = None  # the device's check interval learned anew at this check; None: unchanged
     counter: CounterEvent | None = None
     quotas: tuple[Quota, ...] = ()
     # Epoch seconds after which DynamoDB may delete the record (devices nobody assigned).

@@ -20,6 +20,7 @@ from otafleet.storage.items import (
     product_pk,
     quota_sk,
     reported_to_map,
+    rhythm_to_map,
 )
 
 
@@ -237,6 +238,9 @@ def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
     if record.chip:
         sets.append("chip = if_not_exists(chip, :chip)")
         values[":chip"] = record.chip
+    if record.rhythm:
+        sets.append("rhythm = :rhythm")
+        values[":rhythm"] = rhythm_to_map(record.rhythm)
     expression = "SET " + ", ".join(sets) + " ADD " + ", ".join(adds)
     if removes:
         expression += " REMOVE " + ", ".join(removes)

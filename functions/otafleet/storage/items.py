@@ -22,6 +22,7 @@ from otafleet.models import (
     Release,
     ReleaseState,
     Reported,
+    Rhythm,
     Track,
     TrackState,
     Window,
@@ -304,6 +305,16 @@ def attempt_from_map(m: Item) -> Attempt:
     )
 
 
+def rhythm_to_map(r: Rhythm) -> Item:
+    return {"seconds": r.seconds, "samples": r.samples}
+
+
+def rhythm_from_map(m: Item | None) -> Rhythm | None:
+    if not m or m.get("seconds") is None:
+        return None
+    return Rhythm(seconds=int(m["seconds"]), samples=_int(m.get("samples")))
+
+
 def device_to_item(d: Device) -> Item:
     """The operator-owned part of a device (what `device assign` writes)."""
     return _clean(
@@ -347,4 +358,5 @@ def device_from_item(item: Item) -> Device:
         checks=_int(item.get("checks")),
         installs=_int(item.get("installs")),
         enrolled_at=item.get("enrolled_at"),
+        rhythm=rhythm_from_map(item.get("rhythm")),
     )

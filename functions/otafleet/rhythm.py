@@ -1,0 +1,93 @@
+"""A device's check-in rhythm: its usual interval between checks, learned from its own check times, and
+how long it may stay quiet before its silence means something. Pure functions of plain records.
+
+The stock clients check on whatever schedule the sketch has (every hour, at every wake from deep sleep,
+…), so the interval is learned per device, from the gap between its previous check and this one, and
+kept on the device record as two numbers (models.Rhythm) written with the check's own UpdateItem:
+
+- **Gaps under `MIN_GAP_SECONDS` (30 s) teach nothing**: the stock cycle is `update()` then
+  `updateFS()` seconds apart, a device asks again right after it rebooted, retries come in bursts.
+- **Warm-up**: the first `LEARNED_AFTER` (3) gaps keep the *longest* of them, so that one short gap (a
+  reboot, an install) at the start never makes a slow device look fast. Before that the rhythm is not
+  learned and silence waits `unlearned_seconds` (below).
+- **Then a clamped, asymmetric EWMA**: each gap is first clamped to [½, 4x] the estimate, so a single
+  reboot or a single long outage moves it by a bounded step; a longer gap pulls the estimate up by half
+  the difference, a shorter one down by a quarter. The estimate follows a slower schedule within a few
+  checks and a faster one more reluctantly: it errs long, and a long estimate only makes silence slower
+  to call, never a device silent that is not.
+
+`quiet_limit` turns the rhythm into the time a device may go without a check: max(k x interval, floor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from otafleet.models import Rhythm
+
+MIN_GAP_SECONDS = 30
+LEARNED_AFTER = 3  # gaps before the estimate counts
+MAX_SAMPLES = 1000  # the sample count is only needed up to LEARNED_AFTER; capped to stay small
+UP_WEIGHT, DOWN_WEIGHT = 0.5, 0.25
+UP_CLAMP, DOWN_CLAMP = 4.0, 0.5
+
+
+def epoch(at: str) -> int:
+    """Seconds since the epoch of a timestamp as the service writes them (`2026-11-24T12:00:00Z`)."""
+    return int(datetime.fromisoformat(at).timestamp())
+
+
+def learned(rhythm: Rhythm | None) -> bool:
+    return rhythm is not None and rhythm.samples >= LEARNED_AFTER
+
+
+def observe(rhythm: Rhythm | None, gap: float | None) -> Rhythm | None:
+    """The rhythm after a check `gap` seconds after the device's previous one (None: no previous check)."""
+    if gap is None or gap < MIN_GAP_SECONDS:
+        return rhythm
+    if rhythm is None or rhythm.samples <= 0:
+        return Rhythm(round(gap), 1)
+    estimate = float(rhythm.seconds)
+    if rhythm.samples < LEARNED_AFTER:
+        estimate = max(estimate, gap)
+    else:
+        sample = min(max(gap, estimate * DOWN_CLAMP), estimate * UP_CLAMP)
+        weight = UP_WEIGHT if sample > estimate else DOWN_WEIGHT
+        estimate += weight * (sample - estimate)
+    return Rhythm(max(MIN_GAP_SECONDS, round(estimate)), min(rhythm.samples + 1, MAX_SAMPLES))
+
+
+def observe_check(rhythm: Rhythm | None, last_seen: str | None, now: str) -> Rhythm | None:
+    """The rhythm after a check at `now` of a device last seen at `last_seen`."""
+    return observe(rhythm, None if last_seen is None else epoch(now) - epoch(last_seen))
+
+
+@dataclass(frozen=True)
+class SilencePolicy:
+    """How long a device may stay quiet: `factor` x its interval, at least `floor_seconds`; a device
+    whose rhythm is not learned yet, `unlearned_seconds` (settings: SilenceFactor, SilenceFloorMinutes,
+    SilenceUnlearnedHours)."""
+
+    factor: float = 3.0
+    floor_seconds: int = 30 * 60
+    unlearned_seconds: int = 24 * 3600
+
+
+def quiet_limit(rhythm: Rhythm | None, policy: SilencePolicy) -> int:
+    """Seconds after its last check at which a device's silence is unusual for it."""
+    if rhythm is None or not learned(rhythm):
+        return max(policy.unlearned_seconds, policy.floor_seconds)
+    return max(round(policy.factor * rhythm.seconds), policy.floor_seconds)
+
+
+__all__ = [
+    "LEARNED_AFTER",
+    "MIN_GAP_SECONDS",
+    "SilencePolicy",
+    "epoch",
+    "learned",
+    "observe",
+    "observe_check",
+    "quiet_limit",
+]
