@@ -165,6 +165,7 @@ def track_dict(s: TrackStatus) -> dict[str, Any]:
         "successes": t.successes,
         "failures": t.failures,
         "unknowns": t.unknowns,
+        "silents": t.silents,
         "failure_rate": s.failure_rate,
         "max_failure_rate": t.max_failure_rate,
         "min_devices": t.min_devices,
@@ -184,6 +185,7 @@ def tracks_table(statuses: Sequence[TrackStatus], *, with_channel: bool = False)
         "OK",
         "FAILED",
         "UNKNOWN",
+        "SILENT",
         "FAILURE RATE",
         "HALTS",
         "PACE",
@@ -203,6 +205,7 @@ def tracks_table(statuses: Sequence[TrackStatus], *, with_channel: bool = False)
             t.successes,
             t.failures,
             t.unknowns,
+            t.silents,
             percent(s.failure_rate),
             f"> {percent(t.max_failure_rate)} after {t.min_devices}",
             f"{t.max_offers_per_minute}/min" if t.max_offers_per_minute else "-",
@@ -217,9 +220,13 @@ def track_advice(statuses: Iterable[TrackStatus]) -> list[str]:
         flag = "--fs " if s.kind is Kind.FS else ""
         where = f"{s.product} {s.channel}"
         if s.state is TrackState.HALTED:
+            # The two automatic halts: the failure rate (readable from the counts), else the silence rule.
+            if s.over_threshold or not s.track.silents:
+                why = f"failure rate {percent(s.failure_rate)} over {s.outcomes} devices"
+            else:
+                why = f"{s.track.silents} devices went silent (`otafleet rollout status {where}`)"
             notes.append(
-                f"rollout of {s.product}/{s.channel} {s.kind.value} {s.track.version} HALTED itself: failure rate "
-                f"{percent(s.failure_rate)} over {s.outcomes} devices; "
+                f"rollout of {s.product}/{s.channel} {s.kind.value} {s.track.version} HALTED itself: {why}; "
                 f"`otafleet channel resume --reset-counts {flag}{where}` or `otafleet channel rollback {flag}{where}`"
             )
         elif s.state is TrackState.PAUSED:

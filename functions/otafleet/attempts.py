@@ -19,7 +19,9 @@ Transitions of an attempt (each written conditionally on the state it leaves, se
                         │  ├──old build, provably not the target, `limit` offers──▶ failed
                         │  ├──unchanged, can't tell, `limit` offers; another build─▶ unknown
                         │  ├──no evidence at all, after one offer──────────────────▶ unknown
-                        │  └──old build / unchanged, fewer offers──▶ offered (offers + 1)
+                        │  ├──old build / unchanged, fewer offers──▶ offered (offers + 1)
+                        │  └──no check at all for quiet_limit after the offer (controller)──▶ silent
+    silent ──the device checks in again: judged as if offered──▶ installed / failed / unknown / offered
     unknown, failed ──evidence of the target──▶ installed
     installed, unknown ──the device no longer shows it (reverted; flashed with another build)──▶ offered
         again, the same attempt: its offers go on counting towards `limit`, and its verdict moves the
@@ -29,6 +31,11 @@ Transitions of an attempt (each written conditionally on the state it leaves, se
 the device reports a different build than when the attempt ended, or after `otafleet device retry`
 (which reopens the attempt with no offers and its counted verdict kept). A device that runs the target
 by any evidence is never offered it.
+
+`silent` is the controller's verdict, not a check's: a device handed an image (a 200, or a redirect to
+it) that has not checked in since, for longer than max(k x its usual interval, a floor) (rhythm.py). It
+is not an end: the evidence of the device's next check, if it ever comes, judges the attempt as it would
+an offered one, and the silent count moves back.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from enum import StrEnum
 
 from otafleet.models import Attempt, AttemptState, Build, Device, Kind, Release
 from otafleet.protocol import CheckRequest
+from otafleet.rhythm import SilencePolicy, epoch, quiet_limit
 
 
 class Verdict(StrEnum):
@@ -144,9 +152,27 @@ def start(release: Release, now: Build, *, at: str, channel: str | None, trusted
     )
 
 
+def awaiting_evidence(attempt: Attempt) -> bool:
+    """Whether the device's next check of this kind judges the attempt: it is offered, or it went silent
+    and a check now is the device coming back."""
+    return attempt.state in (AttemptState.OFFERED, AttemptState.SILENT)
+
+
 def reoffer(attempt: Attempt, *, at: str) -> Attempt:
-    assert attempt.open
-    return replace(attempt, offers=attempt.offers + 1, last_offer=at, seq=attempt.seq + 1)
+    assert awaiting_evidence(attempt)
+    # A silent device that came back: its silence no longer counts, and until its next verdict nothing
+    # does (the check that offers it again moves the silent count back).
+    back = attempt.state is AttemptState.SILENT
+    return replace(
+        attempt,
+        state=AttemptState.OFFERED,
+        offers=attempt.offers + 1,
+        last_offer=at,
+        ended=None,
+        why=None,
+        counted=None if back else attempt.counted,
+        seq=attempt.seq + 1,
+    )
 
 
 def reopen(attempt: Attempt, now: Build, *, at: str) -> Attempt:
@@ -190,6 +216,31 @@ def end(attempt: Attempt, state: AttemptState, now: Build, why: str, *, at: str)
     return replace(attempt, state=state, ended=at, after=now, why=why, seq=attempt.seq + 1)
 
 
+def silence_deadline(attempt: Attempt, device: Device, policy: SilencePolicy) -> int:
+    """Epoch seconds after which an offered attempt whose device has not checked in since is silent."""
+    return epoch(attempt.last_offer) + quiet_limit(device.rhythm, policy)
+
+
+def falls_silent(device: Device, kind: Kind, *, now: str, policy: SilencePolicy) -> Attempt | None:
+    """The controller's verdict on one device's attempt of `kind`: the silent attempt when the device was
+    offered the image and has not checked in since, for longer than its quiet limit; else None. A check
+    of either kind after the offer shows the device alive (it booted something), so it is never silent."""
+    attempt = device.attempts.get(kind)
+    if attempt is None or attempt.state is not AttemptState.OFFERED:
+        return None
+    if device.last_seen is not None and epoch(device.last_seen) > epoch(attempt.last_offer):
+        return None
+    deadline = silence_deadline(attempt, device, policy)
+    if epoch(now) <= deadline:
+        return None
+    quiet = epoch(now) - epoch(attempt.last_offer)
+    why = (
+        f"no check for {quiet // 60} min since the offer at {attempt.last_offer} "
+        f"(quiet limit {quiet_limit(device.rhythm, policy) // 60} min)"
+    )
+    return replace(attempt, state=AttemptState.SILENT, ended=now, why=why, seq=attempt.seq + 1)
+
+
 def verdict_state(verdict: Verdict, offers: int, limit: int) -> AttemptState | None:
     """How an open attempt ends on this evidence after `offers` offers; None: offer it again."""
     if verdict is Verdict.TARGET:
@@ -211,7 +262,12 @@ def blocks_reoffer(attempt: Attempt, now: Build) -> bool:
     return attempt.state is AttemptState.UNKNOWN and attempt.after == now
 
 
-_COUNTER = {AttemptState.INSTALLED: "ok", AttemptState.FAILED: "fail", AttemptState.UNKNOWN: "unknown"}
+_COUNTER = {
+    AttemptState.INSTALLED: "ok",
+    AttemptState.FAILED: "fail",
+    AttemptState.UNKNOWN: "unknown",
+    AttemptState.SILENT: "silent",
+}
 
 
 def counter_deltas(before: AttemptState | None, after: AttemptState) -> dict[str, int]:

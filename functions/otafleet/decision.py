@@ -291,7 +291,7 @@ def decide(
         assert current is not None
         after = attempts.end(current, state, now_build, why, at=now)
         record: dict[str, Any] = {"attempt": after, "replaces": current, "enroll": enroll}
-        record["counter"] = _counter(catalog, dev, current, after)
+        record["counter"] = counter_event(catalog, dev, current, after)
         if state is AttemptState.FAILED:
             record["failed"] = failed_key(kind, release.version)
         if state is AttemptState.INSTALLED:
@@ -300,7 +300,7 @@ def decide(
 
     here = attempts.identifies(release, now_build, dev)
     limit = policy.failure_offer_limit
-    if here is None and current is not None and current.open:
+    if here is None and current is not None and attempts.awaiting_evidence(current):
         verdict, why = attempts.judge(release, now_build, current.before)
         trace.add("evidence", f"{verdict.value}: {why} (offered {current.offers}x)")
         ending = attempts.verdict_state(verdict, current.offers, limit)
@@ -330,7 +330,7 @@ def decide(
         reason, what = ("failed-before", "failed") if failed_here else ("unknown-before", "ended without evidence")
         detail = f"{kind.value} {release.version} {what} on this device; `otafleet device retry` offers it again"
         return finish(Outcome.NO_UPDATE, reason, detail, enroll=enroll)
-    if current is not None and not current.open and current.offers >= limit:
+    if current is not None and not attempts.awaiting_evidence(current) and current.offers >= limit:
         # Judged on this release before and no longer showing it (reverted after installing it, or flashed
         # with another build), with its offers used up: the attempt ends here instead of looping.
         verdict, why = attempts.judge(release, now_build, current.before)
@@ -374,8 +374,11 @@ def decide(
         period = f"{dev.channel}#{kind.value}#{now[:16]}"
         paced = (Quota("pace", product.name, period, track.max_offers_per_minute, epoch(now) + 3600),)
 
-    if current is not None and current.open:
+    counter = None
+    if current is not None and attempts.awaiting_evidence(current):
         next_attempt = attempts.reoffer(current, at=now)
+        if current.state is AttemptState.SILENT:  # the device is back: it no longer counts as silent
+            counter = counter_event(catalog, dev, current, next_attempt)
     elif current is not None:
         next_attempt = attempts.reopen(current, now_build, at=now)
     else:
@@ -395,6 +398,7 @@ def decide(
         attempt=next_attempt,
         replaces=attempt,
         quotas=paced,
+        counter=counter,
     )
 
 
@@ -422,8 +426,9 @@ def _installed(release: Release, now: Build) -> dict[str, object]:
     return {"running": (release.version, now.md5), "chip": release.chip, "installed": True}
 
 
-def _counter(catalog: Catalog, dev: Device, before: Attempt, after: Attempt) -> CounterEvent | None:
-    """Verdicts count for a rollout when the device is trusted and its channel still rolls out that release."""
+def counter_event(catalog: Catalog, dev: Device, before: Attempt, after: Attempt) -> CounterEvent | None:
+    """Verdicts count for a rollout when the device is trusted and its channel still rolls out that release
+    (the check's verdicts here, the controller's silences in controller.py)."""
     if not after.trusted or after.channel is None or dev.product is None:
         return None
     channel = catalog.channels.get(after.channel)

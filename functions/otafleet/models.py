@@ -44,6 +44,9 @@ class AttemptState(StrEnum):
     INSTALLED = "installed"  # the device's headers show the target
     FAILED = "failed"  # offered repeatedly, the device came back on its old build, which is not the target
     UNKNOWN = "unknown"  # the device's headers can tell neither; never counted as a failure
+    # Handed the image, then no check at all for far longer than its usual interval: the likely sign of a
+    # bricked device. Set only by the controller; judged by evidence again if the device comes back.
+    SILENT = "silent"
 
 
 # Platform names a product can have; every one but esp8266 speaks the ESP32 dialect.
@@ -121,8 +124,9 @@ class Release:
         return self.state is ReleaseState.REGISTERED
 
 
-# A rollout's outcome counters: installed, failed, unknown (Track.successes / failures / unknowns).
-COUNTERS = ("ok", "fail", "unknown")
+# A rollout's outcome counters: installed, failed, unknown, silent (Track.successes / failures / unknowns /
+# silents).
+COUNTERS = ("ok", "fail", "unknown", "silent")
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ class Track:
     rollback: bool = False
     # Attempts that ended without evidence either way: shown, never part of the failure rate.
     unknowns: int = 0
+    # Attempts whose device went silent after the offer (rollout.py weighs them against a control group).
+    silents: int = 0
     # Bumped by every write of the track, so that writes based on what was read are conditional on it.
     rev: int = 0
     # Pacing: at most this many images handed over per minute (exactly, under concurrency); None: no limit.

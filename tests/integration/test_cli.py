@@ -327,6 +327,7 @@ def test_channel_set_show_and_staging(door: World, run: Run) -> None:
         "successes": 0,
         "failures": 0,
         "unknowns": 0,
+        "silents": 0,
         "failure_rate": None,
         "max_failure_rate": 0.1,
         "min_devices": 5,

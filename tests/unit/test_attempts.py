@@ -20,10 +20,12 @@ from otafleet.models import (
     Kind,
     Product,
     Release,
+    Rhythm,
     Track,
     TrackState,
 )
 from otafleet.protocol import CheckRequest, parse_check
+from otafleet.rhythm import SilencePolicy
 from support.devices import esp32_headers, esp8266_headers
 from support.records import apply
 
@@ -452,3 +454,103 @@ def test_every_attempt_field_survives_storage() -> None:
     )
     for a in (reopened, attempts.end(reopened, AttemptState.UNKNOWN, Build(), "none", at=T0)):
         assert attempt_from_map(attempt_to_map(a)) == a
+# --- silence: the controller's verdict, and the device coming back -------------------------------
+
+HOUR = 3600
+OFFER_AT = "2026-11-24T12:00:00Z"
+HOURLY = Rhythm(HOUR, 10)
+
+
+def at(hours: float) -> str:
+    return f"2026-11-24T{12 + int(hours):02d}:{int(hours * 60) % 60:02d}:00Z"
+
+
+def offered(*, rhythm: Rhythm | None = HOURLY, last_seen: str = OFFER_AT, offers: int = 1) -> Device:
+    attempt = replace(
+        attempts.start(NEW, Build(version="1.0.0", size=300_016), at=OFFER_AT, channel="stable", trusted=True),
+        offers=offers,
+    )
+    return replace(DEVICE, attempts={Kind.APP: attempt}, last_seen=last_seen, rhythm=rhythm, checks=5)
+
+
+@pytest.mark.parametrize(
+    ("device", "now", "silent"),
+    [
+        (offered(), at(2.9), False),  # hourly device: 3 h may pass
+        (offered(), at(3.0), False),  # the limit itself is not past it
+        (offered(), at(3.1), True),
+        (offered(rhythm=Rhythm(300, 10)), at(0.4), False),  # a 5 min device still has the 30 min floor
+        (offered(rhythm=Rhythm(300, 10)), at(0.6), True),
+        (offered(rhythm=Rhythm(HOUR, 2)), at(10), False),  # rhythm not learned yet: 24 h
+        (offered(rhythm=None), at(11.9), False),
+        (offered(last_seen=at(0.5)), at(5), False),  # it checked in after the offer: alive
+    ],
+)
+def test_silence_deadline_table(device: Device, now: str, silent: bool) -> None:
+    verdict = attempts.falls_silent(device, Kind.APP, now=now, policy=SilencePolicy())
+    assert (verdict is not None) is silent
+    if verdict is not None:
+        assert verdict.state is AttemptState.SILENT and verdict.seq == 2 and verdict.ended == now
+        assert "since the offer" in (verdict.why or "")
+
+
+def test_only_an_offered_attempt_can_fall_silent() -> None:
+    device = offered()
+    for state in (AttemptState.INSTALLED, AttemptState.FAILED, AttemptState.UNKNOWN, AttemptState.SILENT):
+        quiet = replace(device, attempts={Kind.APP: replace(device.attempts[Kind.APP], state=state)})
+        assert attempts.falls_silent(quiet, Kind.APP, now=at(20), policy=SilencePolicy()) is None
+    assert attempts.falls_silent(device, Kind.FS, now=at(20), policy=SilencePolicy()) is None
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "deltas"),
+    [
+        (AttemptState.OFFERED, AttemptState.SILENT, {"silent": 1}),
+        (AttemptState.SILENT, AttemptState.INSTALLED, {"silent": -1, "ok": 1}),
+        (AttemptState.SILENT, AttemptState.FAILED, {"silent": -1, "fail": 1}),
+        (AttemptState.SILENT, AttemptState.UNKNOWN, {"silent": -1, "unknown": 1}),
+        (AttemptState.SILENT, AttemptState.OFFERED, {"silent": -1}),
+        (AttemptState.SILENT, AttemptState.SILENT, {}),
+    ],
+)
+def test_silence_moves_its_own_counter(before: AttemptState, after: AttemptState, deltas: dict[str, int]) -> None:
+    assert attempts.counter_deltas(before, after) == deltas
+
+
+def silent_device(offers: int = 1) -> Device:
+    device = offered(offers=offers)
+    verdict = attempts.falls_silent(device, Kind.APP, now=at(4), policy=SilencePolicy())
+    assert verdict is not None
+    return replace(device, attempts={Kind.APP: verdict})
+
+
+@pytest.mark.parametrize(
+    ("offers", "req", "state", "deltas"),
+    [
+        (1, sketch(version="1.1.0"), AttemptState.INSTALLED, {"ok": 1, "silent": -1}),
+        (1, sketch(sketch_size=310_032), AttemptState.INSTALLED, {"ok": 1, "silent": -1}),
+        (3, sketch(version="1.0.0", sketch_size=300_016), AttemptState.FAILED, {"fail": 1, "silent": -1}),
+        # Back on the old build with offers to spare: offered again, and no longer silent.
+        (1, sketch(version="1.0.0", sketch_size=300_016), AttemptState.OFFERED, {"silent": -1}),
+        (1, sketch(version="1.2.0-dev"), AttemptState.UNKNOWN, {"unknown": 1, "silent": -1}),
+    ],
+)
+def test_a_silent_device_that_comes_back_is_judged_by_its_evidence(
+    offers: int, req: CheckRequest, state: AttemptState, deltas: dict[str, int]
+) -> None:
+    device = silent_device(offers)
+    d = decide(req, device, CAT, now=at(5))
+    assert d.record.attempt is not None and d.record.attempt.state is state
+    assert d.record.replaces == device.attempts[Kind.APP]  # conditional on the silent attempt
+    assert d.record.counter is not None and d.record.counter.deltas == deltas
+    if state is AttemptState.OFFERED:
+        assert d.outcome is Outcome.OFFER and d.record.attempt.offers == 2 and d.record.attempt.why is None
+
+
+def test_checks_learn_the_rhythm_in_the_record() -> None:
+    f = Fleet(CAT)
+    first = f.check(sketch(version="1.0.0"))
+    assert first.record.rhythm is None  # no previous check: nothing to learn from
+    f.device = replace(f.device, last_seen="2026-11-24T11:00:00Z")
+    d = decide(sketch(version="1.0.0"), f.device, CAT, now="2026-11-24T12:00:00Z")
+    assert d.record.rhythm == Rhythm(HOUR, 1)

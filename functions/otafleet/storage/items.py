@@ -55,8 +55,8 @@ def rejection_sk(kind: Kind, version: str, sha256: str) -> str:
 
 
 def counter_name(event: str, kind: Kind, version: str) -> str:
-    """Top-level attribute on a channel item counting one rollout's outcomes of one release (`ok`,
-    `fail`, `unknown`: models.COUNTERS), top level because DynamoDB's atomic ADD does not reach into maps."""
+    """Top-level attribute on a channel item counting one rollout's outcomes of one release (`ok`, `fail`,
+    `unknown`, `silent`: models.COUNTERS), top level because DynamoDB's atomic ADD does not reach into maps."""
     return f"{event}#{kind.value}#{version}"
 
 
@@ -153,6 +153,7 @@ def track_from_map(m: Item, kind: Kind, counters: Item) -> Track:
         min_devices=_int(m.get("min_devices"), 10),
         rollback=bool(m.get("rollback", False)),
         unknowns=_int(counters.get(counter_name("unknown", kind, version))),
+        silents=_int(counters.get(counter_name("silent", kind, version))),
         rev=_int(m.get("rev")),
         max_offers_per_minute=_int(m["pace"]) if m.get("pace") else None,
     )
