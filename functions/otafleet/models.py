@@ -145,8 +145,10 @@ class Track:
     rollback: bool = False
     # Attempts that ended without evidence either way: shown, never part of the failure rate.
     unknowns: int = 0
-    # Attempts whose device went silent after the offer (rollout.py weighs them against a control group).
+    # Attempts whose device went silent after the offer (rollout.py weighs them against a control group),
+    # and how much more of the rollout's judged devices may go silent than of the control group.
     silents: int = 0
+    max_silence_excess: float = 0.1
     # Bumped by every write of the track, so that writes based on what was read are conditional on it.
     rev: int = 0
     # Pacing: at most this many images handed over per minute (exactly, under concurrency); None: no limit.

@@ -9,15 +9,26 @@ change does to its track. Pure functions of plain records; storage writes what t
   threshold is treated as halted by every reader at once, before the halt is written, so a lost or
   delayed halt write never leaves the rollout running.
 - `previous` is the channel's last good release: the version it served completely and actively.
+- A rollout also halts on **silence**: when the share of its judged devices that went silent after the
+  offer exceeds the share of a control group that went silent in the same window by more than
+  `max_silence_excess`, significantly (a one-sided two-proportion z-test), once `min_devices` are judged.
+  The control group is the channel's devices outside the rollout's buckets (a hash sample, so it is
+  never chosen by how devices behave) that checked in during the rollout; a power cut or a Wi-Fi outage
+  silences both groups alike. The controller applies it (it needs device records, not just counts), so
+  unlike the failure rate it is not seen by readers before the halt is written. docs/operations.md has
+  the statistic with a worked example.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import replace
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
-from otafleet.models import Kind, Track, TrackState
+from otafleet.models import AttemptState, Device, Kind, Track, TrackState
+from otafleet.protocol import is_device_mac
+from otafleet.rhythm import SilencePolicy, epoch, quiet_limit
 
 BUCKETS = 10_000
 
@@ -71,6 +82,142 @@ def baseline(track: Track) -> str | None:
     return track.version if complete(track) else track.previous
 
 
+# --- silence against a control group ----------------------------------------------------------------
+
+# One-sided 95 %: the offered group's silence must exceed the control's by more than chance would.
+Z_CRITICAL = 1.645
+
+
+@dataclass(frozen=True)
+class Group:
+    """Devices observed for silence, and how many of them went silent."""
+
+    devices: int
+    silent: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.silent / self.devices if self.devices else None
+
+
+def offered_group(track: Track) -> Group:
+    """The rollout's judged devices, from its counters: those that came back (installed, failed, unknown)
+    and those that went silent. Offers still open are not in it: their device may yet come back."""
+    return Group(track.successes + track.failures + track.unknowns + track.silents, track.silents)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the channel's device records say about one rollout beyond its counters."""
+
+    offered: int  # trusted devices with an attempt of the release
+    pending: int  # of them, offered and not judged yet (neither back with evidence nor silent)
+    control: Group
+    window_start: str | None  # the rollout's first offer: the control group is observed from then on
+
+
+def observe(
+    devices: Iterable[Device],
+    *,
+    product: str,
+    channel: str,
+    kind: Kind,
+    track: Track,
+    now: str,
+    silence: SilencePolicy,
+    trusted: Callable[[Device], bool],
+) -> Observation:
+    """The rollout's offered and pending devices, and its control group: trusted devices of the channel
+    that follow it for `kind`, lie outside its buckets (so they are never offered the release, whatever
+    they do) and checked in since its first offer; each is silent once its own quiet limit has passed
+    since its last check."""
+    members = [
+        d
+        for d in devices
+        if d.assigned
+        and d.product == product
+        and d.channel == channel
+        and not d.blocked
+        and kind not in d.pins
+        and is_device_mac(d.mac)
+    ]
+    attempts = [
+        a
+        for d in members
+        if (a := d.attempts.get(kind)) is not None and a.version == track.version and a.channel == channel
+    ]
+    offered = [a for a in attempts if a.trusted]
+    pending = sum(1 for a in offered if a.state is AttemptState.OFFERED)
+    start = min((a.started for a in offered), key=epoch, default=None)
+    if start is None:
+        return Observation(0, 0, Group(0, 0), None)
+    since, at = epoch(start), epoch(now)
+    seen = silent = 0
+    for d in members:
+        a = d.attempts.get(kind)
+        if (a is not None and a.version == track.version) or d.last_seen is None or not trusted(d):
+            continue
+        if in_rollout(d.mac, product, kind, track.version, track.percent) or epoch(d.last_seen) < since:
+            continue
+        seen += 1
+        silent += at > epoch(d.last_seen) + quiet_limit(d.rhythm, silence)
+    return Observation(len(offered), pending, Group(seen, silent), start)
+
+
+@dataclass(frozen=True)
+class SilenceTest:
+    """The silence rule applied to one rollout: its numbers and its verdict."""
+
+    offered: Group
+    control: Group
+    baseline: float  # the control group's silence rate; 0 when it has fewer than min_devices devices
+    excess: float | None  # offered silence rate minus the baseline
+    z: float | None  # one-sided two-proportion z statistic; None without a usable control group
+    halts: bool
+    why: str
+
+
+def silence_test(track: Track, control: Group) -> SilenceTest:
+    offered = offered_group(track)
+    usable = control.devices >= track.min_devices
+    baseline = (control.rate or 0.0) if usable else 0.0
+    if offered.devices < track.min_devices or offered.rate is None:
+        why = f"{offered.devices} of {track.min_devices} devices judged: too early to tell"
+        return SilenceTest(offered, control, baseline, None, None, False, why)
+    excess = offered.rate - baseline
+    z: float | None = None
+    if usable:
+        pooled = (offered.silent + control.silent) / (offered.devices + control.devices)
+        se = math.sqrt(pooled * (1 - pooled) * (1 / offered.devices + 1 / control.devices))
+        z = excess / se if se > 0 else (math.inf if excess > 0 else 0.0)
+    over = excess > track.max_silence_excess
+    significant = z is None or z >= Z_CRITICAL
+    against = f"control {baseline:.1%} of {control.devices}" if usable else "no usable control group, so 0 %"
+    why = f"silent {offered.rate:.1%} of {offered.devices} vs {against}: excess {excess:.1%}"
+    why += f" {'>' if over else '<='} {track.max_silence_excess:.1%}"
+    if z is not None:
+        why += f", z {z:.2f} {'>=' if significant else '<'} {Z_CRITICAL}"
+    return SilenceTest(offered, control, baseline, excess, z, over and significant, why)
+
+
+def silence_may_halt(track: Track) -> bool:
+    """Whether the silence rule could halt this rollout whatever its control group shows (a silent share
+    of the judged devices over the threshold even against a silent-free control): only then is the
+    control group worth reading."""
+    offered = offered_group(track)
+    rate = offered.rate
+    return (
+        track.state is TrackState.ACTIVE
+        and offered.devices >= track.min_devices
+        and rate is not None
+        and rate > track.max_silence_excess
+    )
+
+
+def should_halt_on_silence(track: Track, control: Group) -> bool:
+    return track.state is TrackState.ACTIVE and silence_test(track, control).halts
+
+
 # --- targets -------------------------------------------------------------------------------------
 
 
@@ -100,6 +247,7 @@ def pointed(
     max_failure_rate: float | None,
     min_devices: int | None,
     max_offers_per_minute: int | None = None,
+    max_silence_excess: float | None = None,
 ) -> tuple[Track, bool]:
     """The track after pointing a channel at `version` (`channel set`, or promotion on upload), and
     whether its counters start from zero. The same version again changes only the percentage, the
@@ -109,9 +257,10 @@ def pointed(
     rate = defaults.max_failure_rate if max_failure_rate is None else max_failure_rate
     minimum = defaults.min_devices if min_devices is None else min_devices
     pace = defaults.max_offers_per_minute if max_offers_per_minute is None else (max_offers_per_minute or None)
+    excess = defaults.max_silence_excess if max_silence_excess is None else max_silence_excess
     if current is not None and current.version == version:
         changed = replace(current, percent=percent, max_failure_rate=rate, min_devices=minimum)
-        return replace(changed, max_offers_per_minute=pace), False
+        return replace(changed, max_offers_per_minute=pace, max_silence_excess=excess), False
     previous = last_good(current)
     track = Track(
         version=version,
@@ -119,6 +268,7 @@ def pointed(
         percent=percent,
         max_failure_rate=rate,
         min_devices=minimum,
+        max_silence_excess=excess,
         rev=current.rev if current else 0,
         max_offers_per_minute=pace,
     )
@@ -134,6 +284,7 @@ def rolled_back(current: Track) -> Track:
         percent=100,
         max_failure_rate=current.max_failure_rate,
         min_devices=current.min_devices,
+        max_silence_excess=current.max_silence_excess,
         rollback=True,
         rev=current.rev,
         max_offers_per_minute=current.max_offers_per_minute,

@@ -133,6 +133,7 @@ def track_to_map(t: Track) -> Item:
             "state": t.state.value,
             "max_failure_rate": Decimal(str(t.max_failure_rate)),
             "min_devices": t.min_devices,
+            "max_silence_excess": Decimal(str(t.max_silence_excess)),
             "rollback": t.rollback,
             "rev": t.rev,
             "pace": t.max_offers_per_minute,
@@ -154,6 +155,7 @@ def track_from_map(m: Item, kind: Kind, counters: Item) -> Track:
         rollback=bool(m.get("rollback", False)),
         unknowns=_int(counters.get(counter_name("unknown", kind, version))),
         silents=_int(counters.get(counter_name("silent", kind, version))),
+        max_silence_excess=float(m.get("max_silence_excess", Track.max_silence_excess)),
         rev=_int(m.get("rev")),
         max_offers_per_minute=_int(m["pace"]) if m.get("pace") else None,
     )
