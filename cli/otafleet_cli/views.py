@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from otafleet import windows
@@ -280,7 +281,13 @@ def device_dict(d: Device, seen_product: str | None = None) -> dict[str, Any]:
         "checks": d.checks,
         "rhythm": None
         if d.rhythm is None
-        else {"seconds": d.rhythm.seconds, "samples": d.rhythm.samples, "learned": learned(d.rhythm)},
+        else {
+            "last_counted_check": _iso(d.rhythm.last),
+            "interval_seconds": d.rhythm.seconds if d.rhythm.samples else None,
+            "samples": d.rhythm.samples,
+            "learned": learned(d.rhythm),
+        },
+        "silence_watch": None if d.watch is None else {"kind": d.watch.kind.value, "silent_after": _iso(d.watch.due)},
         "last_outcome": d.last_outcome,
         "last_reason": d.last_reason,
         "first_seen": d.first_seen,
@@ -403,6 +410,7 @@ def device_fields(d: Device) -> str:
         ("first seen", d.first_seen),
         ("checks", d.checks),
         ("check interval", _rhythm(d)),
+        ("silent after", f"{_iso(d.watch.due)} unless it checks in ({d.watch.kind.value} offer)" if d.watch else None),
         ("last answer", f"{d.last_outcome} ({d.last_reason})" if d.last_outcome else None),
         ("", ""),
         ("last reported", r.at or "never"),
@@ -438,10 +446,16 @@ def device_fields(d: Device) -> str:
     return fields(pairs)
 
 
+def _iso(epoch_seconds: int) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _rhythm(d: Device) -> str | None:
     r = d.rhythm
     if r is None:
         return None
+    if not r.samples:
+        return "learning (no interval seen yet)"
     if not learned(r):
         return f"learning ({r.samples} of {LEARNED_AFTER} intervals seen, longest {duration(r.seconds)})"
     return f"about {duration(r.seconds)} (learned from {r.samples} intervals)"

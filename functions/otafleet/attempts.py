@@ -223,12 +223,12 @@ def silence_deadline(attempt: Attempt, device: Device, policy: SilencePolicy) ->
 
 def falls_silent(device: Device, kind: Kind, *, now: str, policy: SilencePolicy) -> Attempt | None:
     """The controller's verdict on one device's attempt of `kind`: the silent attempt when the device was
-    offered the image and has not checked in since, for longer than its quiet limit; else None. A check
-    of either kind after the offer shows the device alive (it booted something), so it is never silent."""
+    offered the image and has not checked in since, for longer than its quiet limit; else None. The
+    device's silence watch says "not since": the offering check set it, and any later check that counts,
+    of either kind, ended it (the device booted something and is alive)."""
     attempt = device.attempts.get(kind)
-    if attempt is None or attempt.state is not AttemptState.OFFERED:
-        return None
-    if device.last_seen is not None and epoch(device.last_seen) > epoch(attempt.last_offer):
+    watch = device.watch
+    if attempt is None or attempt.state is not AttemptState.OFFERED or watch is None or watch.kind is not kind:
         return None
     deadline = silence_deadline(attempt, device, policy)
     if epoch(now) <= deadline:

@@ -26,6 +26,11 @@ class Settings:
     enroll_per_hour: int = 60
     enroll_trust_hours: float = 24.0
     unassigned_ttl_days: float = 30.0
+    # A device handed an image is silent once it has not checked in for max(factor x its usual interval,
+    # floor), or for `unlearned` hours while its interval is not learned yet (rhythm.py).
+    silence_factor: float = 3.0
+    silence_floor_minutes: float = 30.0
+    silence_unlearned_hours: float = 24.0
     # Only for the local stack: the base URL devices should use to reach the S3 endpoint
     # (e.g. http://192.168.1.20:4566 so a real ESP on the LAN can follow the redirect).
     public_s3_endpoint: str | None = None
@@ -55,6 +60,9 @@ def load_settings() -> Settings:
         enroll_per_hour=_int("ENROLL_PER_HOUR", 60),
         enroll_trust_hours=_float("ENROLL_TRUST_HOURS", 24.0),
         unassigned_ttl_days=_float("UNASSIGNED_TTL_DAYS", 30.0),
+        silence_factor=_float("SILENCE_FACTOR", 3.0),
+        silence_floor_minutes=_float("SILENCE_FLOOR_MINUTES", 30.0),
+        silence_unlearned_hours=_float("SILENCE_UNLEARNED_HOURS", 24.0),
         public_s3_endpoint=os.environ.get("PUBLIC_S3_ENDPOINT") or None,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
     )

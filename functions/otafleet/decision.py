@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otafleet import attempts, credentials, rhythm, rollout, versions, windows
 from otafleet.attempts import Verdict
@@ -29,11 +29,16 @@ from otafleet.models import (
     Quota,
     Release,
     Reported,
+    Rhythm,
+    SilenceWatch,
     Track,
     dialect_of,
 )
 from otafleet.protocol import CheckRequest
-from otafleet.rhythm import epoch
+from otafleet.rhythm import SilencePolicy, epoch
+
+if TYPE_CHECKING:
+    from otafleet.config import Settings
 
 
 class Outcome(StrEnum):
@@ -68,6 +73,24 @@ class Policy:
     unassigned_ttl_seconds: int = 30 * 24 * 3600
     # Open enrollment: at most this many new devices per product and hour.
     enroll_per_hour: int = 60
+    # How long a device handed an image may stay quiet before the controller calls it silent.
+    silence: SilencePolicy = field(default_factory=SilencePolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, redirect_scheme: str = "https") -> Policy:
+        return cls(
+            failure_offer_limit=settings.failure_offer_limit,
+            max_inline_bytes=settings.max_inline_bytes,
+            redirect_scheme=redirect_scheme,
+            enroll_trust_seconds=int(settings.enroll_trust_hours * 3600),
+            unassigned_ttl_seconds=int(settings.unassigned_ttl_days * 86400),
+            enroll_per_hour=settings.enroll_per_hour,
+            silence=SilencePolicy(
+                factor=settings.silence_factor,
+                floor_seconds=int(settings.silence_floor_minutes * 60),
+                unlearned_seconds=int(settings.silence_unlearned_hours * 3600),
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -165,10 +188,8 @@ def decide(
     dev = device if device is not None and device.assigned else None
     expires: int | None = None
     quotas: list[Quota] = []  # raised by every write of this check (an enrollment's)
-    # The device's check interval, learned from the gap since its previous check (written only if it moved).
-    new_rhythm = rhythm.observe_check(device.rhythm, device.last_seen, now) if device is not None else None
-    if device is not None and new_rhythm == device.rhythm:
-        new_rhythm = None
+    # Set once the check counts (an assigned device, past authentication): its rhythm after this check.
+    alive: Rhythm | None = None
 
     def finish(
         outcome: Outcome,
@@ -190,7 +211,7 @@ def decide(
                 at=now,
                 expires_at=expires,
                 quotas=(*quotas, *record.pop("quotas", ())),
-                rhythm=new_rhythm,
+                rhythm=alive,
                 **record,
             ),
             release=release,
@@ -256,6 +277,8 @@ def decide(
     is_trusted = trusted(dev, authenticated or (req.dry_run and product.auth_required), now=now, policy=policy)
     if authenticated:
         expires = None  # it holds a secret an operator issued
+    # From here on the check counts: it teaches the device's rhythm and shows it alive (rhythm.py).
+    alive = rhythm.observe_check(dev.rhythm, now)
 
     # 5. Target.
     kind = req.kind
@@ -388,6 +411,9 @@ def decide(
         # The first attempt after none (a new device, or `device retry`) starts its revisions at the clock,
         # so a check that read an attempt before a retry can never match the one that follows it.
         next_attempt = replace(next_attempt, seq=attempt.seq + 1 if attempt is not None else epoch(now))
+    assert dev.product is not None
+    # Watched until the device checks in again: silent after its quiet limit (controller.py).
+    watch = SilenceWatch(dev.product, kind, epoch(now) + rhythm.quiet_limit(alive, policy.silence))
     return finish(
         Outcome.OFFER,
         "offer",
@@ -399,6 +425,7 @@ def decide(
         replaces=attempt,
         quotas=paced,
         counter=counter,
+        watch=watch,
     )
 
 

@@ -240,10 +240,23 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Rhythm:
-    """A device's usual interval between checks, learned from its own check times (rhythm.py)."""
+    """A device's usual interval between checks, learned from its own check times (rhythm.py). Only checks
+    that count (past authentication, of an assigned device) move it, so forged requests can neither
+    shorten the interval nor make a quiet device look alive."""
 
-    seconds: int  # the estimate
-    samples: int  # how many intervals it was learned from (capped): the estimate counts once there are enough
+    last: int  # epoch seconds of the last check that counted
+    seconds: int = 0  # the estimated interval
+    samples: int = 0  # how many intervals it was learned from (capped); it counts once there are enough
+
+
+@dataclass(frozen=True)
+class SilenceWatch:
+    """An offer the controller watches for silence: set by the check that offered an image, gone at the
+    device's next check that counts (it is alive) or when the controller marks the attempt silent."""
+
+    product: str
+    kind: Kind
+    due: int  # epoch seconds after which the device is silent unless it checked in
 
 
 @dataclass(frozen=True)
@@ -275,7 +288,8 @@ class Device:
     seen_product: str | None = None
     # Set when the device enrolled itself (open enrollment); None for devices an operator assigned.
     enrolled_at: str | None = None
-    rhythm: Rhythm | None = None  # None until a first interval between two checks was seen
+    rhythm: Rhythm | None = None  # None until a first check that counts
+    watch: SilenceWatch | None = None
 
 
 @dataclass(frozen=True)
@@ -322,7 +336,10 @@ class CheckRecord:
     fs_version: str | None = None
     chip: str | None = None
     installed: bool = False  # an attempt ended installed: one more in the device's history
-    rhythm: Rhythm | None = None  # the device's check interval learned anew at this check; None: unchanged
+    # Set when the check counts (past authentication): the device's rhythm after it, and the end of any
+    # silence watch, unless `watch` starts a new one (the check offered an image).
+    rhythm: Rhythm | None = None
+    watch: SilenceWatch | None = None
     counter: CounterEvent | None = None
     quotas: tuple[Quota, ...] = ()
     # Epoch seconds after which DynamoDB may delete the record (devices nobody assigned).

@@ -3,7 +3,10 @@ how long it may stay quiet before its silence means something. Pure functions of
 
 The stock clients check on whatever schedule the sketch has (every hour, at every wake from deep sleep,
 …), so the interval is learned per device, from the gap between its previous check and this one, and
-kept on the device record as two numbers (models.Rhythm) written with the check's own UpdateItem:
+kept on the device record as three numbers (models.Rhythm: the last check that counted, the interval,
+the samples) written with the check's own UpdateItem. Only checks past authentication count: with
+`--auth`, a forged request gets its 401 and changes neither the interval nor when the device was last
+alive. How gaps are learned:
 
 - **Gaps under `MIN_GAP_SECONDS` (30 s) teach nothing**: the stock cycle is `update()` then
   `updateFS()` seconds apart, a device asks again right after it rebooted, retries come in bursts.
@@ -21,7 +24,7 @@ kept on the device record as two numbers (models.Rhythm) written with the check'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from otafleet.models import Rhythm
@@ -43,11 +46,13 @@ def learned(rhythm: Rhythm | None) -> bool:
 
 
 def observe(rhythm: Rhythm | None, gap: float | None) -> Rhythm | None:
-    """The rhythm after a check `gap` seconds after the device's previous one (None: no previous check)."""
+    """The interval learned from one more gap of `gap` seconds between two checks (None: no previous
+    check); `last` is left as it is."""
     if gap is None or gap < MIN_GAP_SECONDS:
         return rhythm
+    last = rhythm.last if rhythm is not None else 0
     if rhythm is None or rhythm.samples <= 0:
-        return Rhythm(round(gap), 1)
+        return Rhythm(last, round(gap), 1)
     estimate = float(rhythm.seconds)
     if rhythm.samples < LEARNED_AFTER:
         estimate = max(estimate, gap)
@@ -55,12 +60,14 @@ def observe(rhythm: Rhythm | None, gap: float | None) -> Rhythm | None:
         sample = min(max(gap, estimate * DOWN_CLAMP), estimate * UP_CLAMP)
         weight = UP_WEIGHT if sample > estimate else DOWN_WEIGHT
         estimate += weight * (sample - estimate)
-    return Rhythm(max(MIN_GAP_SECONDS, round(estimate)), min(rhythm.samples + 1, MAX_SAMPLES))
+    return Rhythm(last, max(MIN_GAP_SECONDS, round(estimate)), min(rhythm.samples + 1, MAX_SAMPLES))
 
 
-def observe_check(rhythm: Rhythm | None, last_seen: str | None, now: str) -> Rhythm | None:
-    """The rhythm after a check at `now` of a device last seen at `last_seen`."""
-    return observe(rhythm, None if last_seen is None else epoch(now) - epoch(last_seen))
+def observe_check(rhythm: Rhythm | None, now: str) -> Rhythm:
+    """The rhythm after a check that counts, at `now`."""
+    at = epoch(now)
+    updated = observe(rhythm, None if rhythm is None else at - rhythm.last)
+    return replace(updated, last=at) if updated is not None else Rhythm(at)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def observe(
     """The rollout's offered and pending devices, and its control group: trusted devices of the channel
     that follow it for `kind`, lie outside its buckets (so they are never offered the release, whatever
     they do) and checked in since its first offer; each is silent once its own quiet limit has passed
-    since its last check."""
+    since its last check that counted."""
     members = [
         d
         for d in devices
@@ -155,12 +155,13 @@ def observe(
     seen = silent = 0
     for d in members:
         a = d.attempts.get(kind)
-        if (a is not None and a.version == track.version) or d.last_seen is None or not trusted(d):
+        # The last check that counted (rhythm.last): a forged 401 never makes a device look alive.
+        if (a is not None and a.version == track.version) or d.rhythm is None or not trusted(d):
             continue
-        if in_rollout(d.mac, product, kind, track.version, track.percent) or epoch(d.last_seen) < since:
+        if in_rollout(d.mac, product, kind, track.version, track.percent) or d.rhythm.last < since:
             continue
         seen += 1
-        silent += at > epoch(d.last_seen) + quiet_limit(d.rhythm, silence)
+        silent += at > d.rhythm.last + quiet_limit(d.rhythm, silence)
     return Observation(len(offered), pending, Group(seen, silent), start)
 
 

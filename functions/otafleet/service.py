@@ -54,14 +54,7 @@ class UpdateService:
         return cls(settings, DeviceStore(settings), CatalogStore(settings), BlobStore(settings))
 
     def policy(self) -> Policy:
-        return Policy(
-            failure_offer_limit=self.settings.failure_offer_limit,
-            max_inline_bytes=self.settings.max_inline_bytes,
-            redirect_scheme=self.blobs.redirect_scheme,
-            enroll_trust_seconds=int(self.settings.enroll_trust_hours * 3600),
-            unassigned_ttl_seconds=int(self.settings.unassigned_ttl_days * 86400),
-            enroll_per_hour=self.settings.enroll_per_hour,
-        )
+        return Policy.from_settings(self.settings, redirect_scheme=self.blobs.redirect_scheme)
 
     # --- the device-facing checks ----------------------------------------------------------------
 

@@ -28,6 +28,6 @@ def apply(device: Device | None, record: CheckRecord, mac: str | None = None) ->
         changes["fs_version"] = record.fs_version
     if record.chip and not dev.chip:
         changes["chip"] = record.chip
-    if record.rhythm:
-        changes["rhythm"] = record.rhythm
+    if record.rhythm is not None:
+        changes.update(rhythm=record.rhythm, watch=record.watch)
     return replace(dev, **changes)  # type: ignore[arg-type]

@@ -21,11 +21,12 @@ from otafleet.models import (
     Product,
     Release,
     Rhythm,
+    SilenceWatch,
     Track,
     TrackState,
 )
 from otafleet.protocol import CheckRequest, parse_check
-from otafleet.rhythm import SilencePolicy
+from otafleet.rhythm import SilencePolicy, epoch
 from support.devices import esp32_headers, esp8266_headers
 from support.records import apply
 
@@ -458,7 +459,7 @@ def test_every_attempt_field_survives_storage() -> None:
 
 HOUR = 3600
 OFFER_AT = "2026-11-24T12:00:00Z"
-HOURLY = Rhythm(HOUR, 10)
+HOURLY = Rhythm(0, HOUR, 10)
 
 
 def at(hours: float) -> str:
@@ -470,7 +471,8 @@ def offered(*, rhythm: Rhythm | None = HOURLY, last_seen: str = OFFER_AT, offers
         attempts.start(NEW, Build(version="1.0.0", size=300_016), at=OFFER_AT, channel="stable", trusted=True),
         offers=offers,
     )
-    return replace(DEVICE, attempts={Kind.APP: attempt}, last_seen=last_seen, rhythm=rhythm, checks=5)
+    watch = SilenceWatch("door", Kind.APP, 0) if last_seen == OFFER_AT else None  # a later check ended it
+    return replace(DEVICE, attempts={Kind.APP: attempt}, last_seen=last_seen, rhythm=rhythm, watch=watch)
 
 
 @pytest.mark.parametrize(
@@ -479,9 +481,9 @@ def offered(*, rhythm: Rhythm | None = HOURLY, last_seen: str = OFFER_AT, offers
         (offered(), at(2.9), False),  # hourly device: 3 h may pass
         (offered(), at(3.0), False),  # the limit itself is not past it
         (offered(), at(3.1), True),
-        (offered(rhythm=Rhythm(300, 10)), at(0.4), False),  # a 5 min device still has the 30 min floor
-        (offered(rhythm=Rhythm(300, 10)), at(0.6), True),
-        (offered(rhythm=Rhythm(HOUR, 2)), at(10), False),  # rhythm not learned yet: 24 h
+        (offered(rhythm=Rhythm(0, 300, 10)), at(0.4), False),  # a 5 min device still has the 30 min floor
+        (offered(rhythm=Rhythm(0, 300, 10)), at(0.6), True),
+        (offered(rhythm=Rhythm(0, HOUR, 2)), at(10), False),  # rhythm not learned yet: 24 h
         (offered(rhythm=None), at(11.9), False),
         (offered(last_seen=at(0.5)), at(5), False),  # it checked in after the offer: alive
     ],
@@ -547,10 +549,21 @@ def test_a_silent_device_that_comes_back_is_judged_by_its_evidence(
         assert d.outcome is Outcome.OFFER and d.record.attempt.offers == 2 and d.record.attempt.why is None
 
 
-def test_checks_learn_the_rhythm_in_the_record() -> None:
+def test_checks_that_count_learn_the_rhythm_and_watch_offers() -> None:
     f = Fleet(CAT)
     first = f.check(sketch(version="1.0.0"))
-    assert first.record.rhythm is None  # no previous check: nothing to learn from
-    f.device = replace(f.device, last_seen="2026-11-24T11:00:00Z")
-    d = decide(sketch(version="1.0.0"), f.device, CAT, now="2026-11-24T12:00:00Z")
-    assert d.record.rhythm == Rhythm(HOUR, 1)
+    assert first.outcome is Outcome.OFFER and first.record.rhythm is not None and first.record.rhythm.samples == 0
+    # Watched for silence: nothing learned yet, so the unlearned limit (24 h) from the offer.
+    assert first.record.watch == SilenceWatch("door", Kind.APP, epoch(first.record.at) + 24 * HOUR)
+    later = f.check(sketch(version="1.1.0"))  # it came back: installed, and the watch ends
+    assert later.record.rhythm is not None and later.record.watch is None and f.device.watch is None
+
+
+def test_checks_that_do_not_count_leave_rhythm_and_watch_alone() -> None:
+    """A forged check of a device whose product requires auth (401), of a blocked or an unknown device."""
+    auth = replace(CAT, product=replace(CAT.product, auth_required=True))
+    watched = offered()
+    for device, cat in ((watched, auth), (replace(watched, blocked=True), CAT), (None, CAT)):
+        d = decide(sketch(version="1.0.0"), device, cat, now=at(1))
+        assert d.outcome is not Outcome.OFFER
+        assert d.record.rhythm is None and d.record.watch is None

@@ -7,6 +7,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
+from otafleet import config
+from otafleet.decision import Policy
+from otafleet.rhythm import SilencePolicy
 from otafleet_local import template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,8 +33,15 @@ def test_scan_sees_the_settings() -> None:
     assert {"DEVICES_TABLE", "CATALOG_TABLE", "FIRMWARE_BUCKET", "PRESIGN_EXPIRY_SECONDS", "MAX_INLINE_BYTES"} <= read
 
 
+FUNCTIONS = tuple(template.resources("AWS::Serverless::Function"))
+
+
+def test_every_function_is_checked() -> None:
+    assert set(FUNCTIONS) == {"UpdateFunction", "PublishFunction", "ControllerFunction"}
+
+
 def test_template_declares_every_variable_the_functions_read() -> None:
-    for function in ("UpdateFunction", "PublishFunction"):
+    for function in FUNCTIONS:
         declared = set(template.function_properties(function)["Environment"]["Variables"])
         missing = variables_read() - declared
         assert not missing, f"{function} reads {sorted(missing)} but template.yaml does not set them"
@@ -37,8 +49,40 @@ def test_template_declares_every_variable_the_functions_read() -> None:
 
 def test_env_local_json_names_every_variable_for_both_functions() -> None:
     env = json.loads((ROOT / "events" / "env.local.json").read_text())
-    for function in ("UpdateFunction", "PublishFunction"):
+    for function in FUNCTIONS:
         declared = set(template.function_properties(function)["Environment"]["Variables"])
         given = set(env[function])
         assert variables_read() <= given, f"{function}: env.local.json lacks {sorted(variables_read() - given)}"
         assert given <= declared, f"{function}: SAM ignores {sorted(given - declared)} (not declared in the template)"
+
+
+# Settings with a template parameter: the parameter, its default, the Settings default and the value
+# events/env.local.json gives must say the same.
+TUNED = {
+    "FAILURE_OFFER_LIMIT": ("FailureOfferLimit", "failure_offer_limit"),
+    "ENROLL_PER_HOUR": ("EnrollPerHour", "enroll_per_hour"),
+    "ENROLL_TRUST_HOURS": ("EnrollTrustHours", "enroll_trust_hours"),
+    "UNASSIGNED_TTL_DAYS": ("UnassignedTtlDays", "unassigned_ttl_days"),
+    "SILENCE_FACTOR": ("SilenceFactor", "silence_factor"),
+    "SILENCE_FLOOR_MINUTES": ("SilenceFloorMinutes", "silence_floor_minutes"),
+    "SILENCE_UNLEARNED_HOURS": ("SilenceUnlearnedHours", "silence_unlearned_hours"),
+}
+
+
+def test_tuning_settings_agree_in_template_config_and_env_local_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = json.loads((ROOT / "events" / "env.local.json").read_text())
+    parameters = template.load().get("Parameters") or {}
+    for name in TUNED:
+        monkeypatch.delenv(name, raising=False)
+    defaults = config.load_settings()
+    for variable, (parameter, field) in TUNED.items():
+        default = parameters[parameter]["Default"]
+        assert getattr(defaults, field) == default == getattr(config.Settings, field), variable
+        for function in FUNCTIONS:
+            assert template.function_properties(function)["Environment"]["Variables"][variable] == {"Ref": parameter}
+            assert float(env[function][variable]) == default, (function, variable)
+
+
+def test_the_silence_policy_follows_the_settings() -> None:
+    """The settings become the decision's SilencePolicy in one place, with the same defaults as the rule."""
+    assert Policy.from_settings(config.load_settings()).silence == SilencePolicy()

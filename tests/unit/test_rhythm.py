@@ -93,22 +93,25 @@ def test_a_single_reboot_or_outage_moves_a_learned_estimate_by_a_bounded_step() 
     assert after_outage.seconds == pytest.approx(2.5 * HOUR, rel=0.01)  # half of the way to 4 x
 
 
-def test_gap_from_timestamps() -> None:
-    r = observe_check(None, "2026-11-24T12:00:00Z", "2026-11-24T13:00:00Z")
-    assert r == Rhythm(HOUR, 1)
-    assert observe_check(r, None, "2026-11-24T13:00:00Z") == r  # a first check has no gap
-    assert observe_check(r, "2026-11-24T13:00:00Z", "2026-11-24T13:00:05Z") == r
+def test_checks_stamp_the_last_one_that_counted() -> None:
+    first = observe_check(None, "2026-11-24T12:00:00Z")
+    assert first == Rhythm(last=rhythm.epoch("2026-11-24T12:00:00Z"))  # no gap yet: nothing learned
+    r = observe_check(first, "2026-11-24T13:00:00Z")
+    assert (r.last, r.seconds, r.samples) == (rhythm.epoch("2026-11-24T13:00:00Z"), HOUR, 1)
+    burst = observe_check(r, "2026-11-24T13:00:05Z")  # updateFS() right after update(): alive, nothing learned
+    assert (burst.last, burst.seconds, burst.samples) == (r.last + 5, HOUR, 1)
 
 
 @pytest.mark.parametrize(
     ("r", "limit"),
     [
         (None, 24 * HOUR),  # never saw an interval: the unlearned limit
-        (Rhythm(600, 2), 24 * HOUR),  # still learning
-        (Rhythm(HOUR, 3), 3 * HOUR),  # k x interval
-        (Rhythm(300, 50), 30 * 60),  # the floor: fast devices are not called silent after 15 min
-        (Rhythm(8 * HOUR, 9), 24 * HOUR),
-        (Rhythm(2 * 86400, 9), 6 * 86400),  # slower than the unlearned limit: its own rhythm rules
+        (Rhythm(0), 24 * HOUR),  # one check, no interval yet
+        (Rhythm(0, 600, 2), 24 * HOUR),  # still learning
+        (Rhythm(0, HOUR, 3), 3 * HOUR),  # k x interval
+        (Rhythm(0, 300, 50), 30 * 60),  # the floor: fast devices are not called silent after 15 min
+        (Rhythm(0, 8 * HOUR, 9), 24 * HOUR),
+        (Rhythm(0, 2 * 86400, 9), 6 * 86400),  # slower than the unlearned limit: its own rhythm rules
     ],
 )
 def test_quiet_limit(r: Rhythm | None, limit: int) -> None:
@@ -117,6 +120,6 @@ def test_quiet_limit(r: Rhythm | None, limit: int) -> None:
 
 def test_quiet_limit_follows_the_settings() -> None:
     policy = SilencePolicy(factor=5, floor_seconds=3600, unlearned_seconds=1800)
-    assert quiet_limit(Rhythm(HOUR, 5), policy) == 5 * HOUR
-    assert quiet_limit(Rhythm(60, 5), policy) == HOUR
+    assert quiet_limit(Rhythm(0, HOUR, 5), policy) == 5 * HOUR
+    assert quiet_limit(Rhythm(0, 60, 5), policy) == HOUR
     assert quiet_limit(None, policy) == HOUR  # never below the floor

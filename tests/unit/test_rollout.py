@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from otafleet.models import Attempt, AttemptState, Build, Device, Kind, Rhythm, Track, TrackState
-from otafleet.rhythm import SilencePolicy
+from otafleet.rhythm import SilencePolicy, epoch
 from otafleet.rollout import (
     Group,
     Observation,
@@ -110,14 +110,17 @@ def bucketed(n: int, *, inside: bool, percent: int = 50) -> list[str]:
     return found[:n]
 
 
-def member(mac: str, *, last_seen: str | None, attempt: Attempt | None = None, **kw: object) -> Device:
+def member(
+    mac: str, *, last_seen: str | None, attempt: Attempt | None = None, learned: bool = True, **kw: object
+) -> Device:
+    """A device whose last check that counted was at `last_seen`, checking hourly (or not learned yet)."""
     device = Device(
         mac=mac,
         product="door",
         channel="stable",
         assigned=True,
         last_seen=last_seen,
-        rhythm=Rhythm(HOUR, 10),
+        rhythm=None if last_seen is None else Rhythm(epoch(last_seen), HOUR, 10 if learned else 1),
         attempts={Kind.APP: attempt} if attempt else {},
     )
     return replace(device, **kw)  # type: ignore[arg-type]
@@ -128,7 +131,7 @@ def attempt(started: str = T0, *, trusted: bool = True, state: AttemptState = At
 
 
 def test_observe_finds_the_offered_pending_and_the_control_group() -> None:
-    inside, outside = bucketed(4, inside=True), bucketed(12, inside=False)
+    inside, outside = bucketed(4, inside=True), bucketed(13, inside=False)
     devices = [
         member(inside[0], last_seen=T0, attempt=attempt()),  # offered, pending
         member(inside[1], last_seen="2026-11-24T13:00:00Z", attempt=attempt("2026-11-24T11:00:00Z")),  # first offer
@@ -145,8 +148,10 @@ def test_observe_finds_the_offered_pending_and_the_control_group() -> None:
         member(outside[8], last_seen="2026-11-24T13:00:00Z", enrolled_at=T0),  # not trusted (predicate below)
         member(outside[9], last_seen=None),
         member("00:00:00:00:00:00", last_seen="2026-11-24T13:00:00Z"),
-        member(outside[10], last_seen="2026-11-24T10:30:00Z", rhythm=None),  # before the window
-        member(outside[11], last_seen="2026-11-24T14:00:00Z", rhythm=None),  # unlearned: 24 h, alive
+        member(outside[10], last_seen="2026-11-24T10:30:00Z", learned=False),  # before the window
+        member(outside[11], last_seen="2026-11-24T14:00:00Z", learned=False),  # unlearned: 24 h, alive
+        # A forged check (a 401) moved last_seen, not the last check that counted: still silent.
+        replace(member(outside[12], last_seen="2026-11-24T12:30:00Z"), last_seen="2026-11-24T15:59:00Z"),
     ]
     seen = observe(
         devices,
@@ -159,7 +164,7 @@ def test_observe_finds_the_offered_pending_and_the_control_group() -> None:
         trusted=lambda d: d.enrolled_at is None,
     )
     assert (seen.offered, seen.pending, seen.window_start) == (3, 2, "2026-11-24T11:00:00Z")
-    assert seen.control == Group(3, 1)
+    assert seen.control == Group(4, 2)
 
 
 def test_observe_without_offers_has_no_window() -> None:

@@ -126,8 +126,9 @@ def test_translated_template_has_no_lint_findings(cfn: dict[str, Any]) -> None:
 
 
 def test_functions_never_refer_to_the_bucket_resource(cfn: dict[str, Any]) -> None:
-    for logical_id in ("UpdateFunction", "PublishFunction", "UpdateFunctionRole", "PublishFunctionRole"):
-        assert not mentions(cfn["Resources"][logical_id], "FirmwareBucket"), logical_id
+    for name in ("UpdateFunction", "PublishFunction", "ControllerFunction"):
+        for logical_id in (name, f"{name}Role"):
+            assert not mentions(cfn["Resources"][logical_id], "FirmwareBucket"), logical_id
 
 
 # ------------------------------------------------------------------ functions and their roles
@@ -150,9 +151,45 @@ def test_publish_function_role_is_least_privilege(cfn: dict[str, Any]) -> None:
     assert set(role["Properties"]["ManagedPolicyArns"]) == MANAGED_POLICIES
 
 
+def test_controller_function_role_is_least_privilege(cfn: dict[str, Any]) -> None:
+    """Reads and conditionally updates devices (no PutItem: it never creates one), queries only the two
+    indexes of the devices table, lists products, moves counters and writes halts; no S3 at all."""
+    role = cfn["Resources"]["ControllerFunctionRole"]
+    index = {name: {"Fn::Sub": f"${{DevicesTable.Arn}}/index/{name}"} for name in ("open-offers", "by-product")}
+    assert grants(role) == (
+        expected({"dynamodb:GetItem", "dynamodb:UpdateItem"}, [table_arn("DevicesTable")])
+        | expected({"dynamodb:Query"}, list(index.values()))
+        | expected(
+            {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, [table_arn("CatalogTable")]
+        )
+    )
+    assert set(role["Properties"]["ManagedPolicyArns"]) == MANAGED_POLICIES
+
+
+def test_the_controller_runs_on_a_schedule_that_may_only_invoke_it(cfn: dict[str, Any]) -> None:
+    [schedule] = resources(cfn, "AWS::Scheduler::Schedule").values()
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == {
+        "Fn::If": ["ControllerEveryMinute", "rate(1 minute)", {"Fn::Sub": "rate(${ControllerRateMinutes} minutes)"}]
+    }
+    assert props["Name"] == {"Fn::Sub": ["otafleet-controller-${Id}", {"Id": BUCKET_ID}]}  # one per stack
+    assert props["Target"]["Arn"] == {"Fn::GetAtt": ["ControllerFunction", "Arn"]}
+    assert props["Target"]["RetryPolicy"] == {"MaximumRetryAttempts": 0}
+    role = cfn["Resources"][props["Target"]["RoleArn"]["Fn::GetAtt"][0]]
+    principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+    assert principal == {"Service": ["scheduler.amazonaws.com"]}
+    assert grants(role) == expected({"lambda:InvokeFunction"}, [{"Fn::GetAtt": ["ControllerFunction", "Arn"]}])
+    assert cfn["Conditions"]["ControllerEveryMinute"] == {"Fn::Equals": [{"Ref": "ControllerRateMinutes"}, 1]}
+
+
 def test_no_role_grants_wildcards_or_deletes(cfn: dict[str, Any]) -> None:
     roles = resources(cfn, "AWS::IAM::Role")
-    assert set(roles) == {"UpdateFunctionRole", "PublishFunctionRole"}
+    assert set(roles) == {
+        "UpdateFunctionRole",
+        "PublishFunctionRole",
+        "ControllerFunctionRole",
+        "ControllerFunctionTickRole",
+    }
     for name, role in roles.items():
         for action, resource in grants(role):
             assert resource != '"*"', (name, action)
@@ -163,7 +200,8 @@ def test_no_role_grants_wildcards_or_deletes(cfn: dict[str, Any]) -> None:
 def test_function_configuration(cfn: dict[str, Any]) -> None:
     update = cfn["Resources"]["UpdateFunction"]["Properties"]
     publish = cfn["Resources"]["PublishFunction"]["Properties"]
-    for props in (update, publish):
+    controller = cfn["Resources"]["ControllerFunction"]["Properties"]
+    for props in (update, publish, controller):
         assert props["Runtime"] == "python3.13"
         assert props["Architectures"] == ["arm64"]
         assert props["TracingConfig"] == {"Mode": {"Fn::If": ["TracingEnabled", "Active", "PassThrough"]}}
@@ -174,6 +212,9 @@ def test_function_configuration(cfn: dict[str, Any]) -> None:
         assert env["PRESIGN_EXPIRY_SECONDS"] == {"Ref": "PresignExpirySeconds"}
         assert env["CATALOG_CACHE_SECONDS"] == {"Ref": "CatalogCacheSeconds"}
         assert env["FAILURE_OFFER_LIMIT"] == {"Ref": "FailureOfferLimit"}
+        assert env["SILENCE_FACTOR"] == {"Ref": "SilenceFactor"}
+        assert env["SILENCE_FLOOR_MINUTES"] == {"Ref": "SilenceFloorMinutes"}
+        assert env["SILENCE_UNLEARNED_HOURS"] == {"Ref": "SilenceUnlearnedHours"}
         assert env["POWERTOOLS_SERVICE_NAME"] == "otafleet"
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == {"Fn::Sub": "otafleet/${AWS::StackName}"}
         assert env["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
@@ -182,10 +223,12 @@ def test_function_configuration(cfn: dict[str, Any]) -> None:
     assert (update["MemorySize"], update["Timeout"]) == (512, 10)
     assert publish["Handler"] == "publish/app.handler"
     assert (publish["MemorySize"], publish["Timeout"]) == (1024, 60)
+    assert controller["Handler"] == "controller/app.handler"
+    assert (controller["MemorySize"], controller["Timeout"]) == (512, 120)
 
 
 def test_code_uri_is_the_shared_functions_folder(sam: dict[str, Any]) -> None:
-    for name in ("UpdateFunction", "PublishFunction"):
+    for name in ("UpdateFunction", "PublishFunction", "ControllerFunction"):
         assert sam["Resources"][name]["Properties"]["CodeUri"] == "functions/"
 
 
@@ -210,6 +253,9 @@ def test_log_groups_have_retention(cfn: dict[str, Any]) -> None:
     }
     assert groups["PublishFunctionLogGroup"]["Properties"]["LogGroupName"] == {
         "Fn::Sub": "/aws/lambda/${PublishFunction}"
+    }
+    assert groups["ControllerFunctionLogGroup"]["Properties"]["LogGroupName"] == {
+        "Fn::Sub": "/aws/lambda/${ControllerFunction}"
     }
     for group in groups.values():
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
@@ -284,13 +330,22 @@ def test_tables_are_protected(cfn: dict[str, Any]) -> None:
 def test_table_keys(cfn: dict[str, Any]) -> None:
     devices = cfn["Resources"]["DevicesTable"]["Properties"]
     assert devices["KeySchema"] == [{"AttributeName": "mac", "KeyType": "HASH"}]
-    [gsi] = devices["GlobalSecondaryIndexes"]
-    assert gsi["IndexName"] == "by-product"
-    assert gsi["KeySchema"] == [
+    by_product, open_offers = devices["GlobalSecondaryIndexes"]
+    assert by_product["IndexName"] == "by-product"
+    assert by_product["KeySchema"] == [
         {"AttributeName": "product", "KeyType": "HASH"},
         {"AttributeName": "mac", "KeyType": "RANGE"},
     ]
-    assert gsi["Projection"] == {"ProjectionType": "ALL"}
+    assert by_product["Projection"] == {"ProjectionType": "ALL"}
+    # Sparse and keys only: written when a silence watch starts or ends, not at every check.
+    assert open_offers["IndexName"] == "open-offers"
+    assert open_offers["KeySchema"] == [
+        {"AttributeName": "watch_product", "KeyType": "HASH"},
+        {"AttributeName": "watch_due", "KeyType": "RANGE"},
+    ]
+    assert open_offers["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    types = {a["AttributeName"]: a["AttributeType"] for a in devices["AttributeDefinitions"]}
+    assert types == {"mac": "S", "product": "S", "watch_product": "S", "watch_due": "N"}
     catalog = cfn["Resources"]["CatalogTable"]["Properties"]
     assert catalog["KeySchema"] == [
         {"AttributeName": "pk", "KeyType": "HASH"},
@@ -311,6 +366,7 @@ def test_outputs_are_the_cli_contract(cfn: dict[str, Any]) -> None:
         "Region",
         "UpdateFunctionName",
         "PublishFunctionName",
+        "ControllerFunctionName",
     }
     assert outputs["ApiUrl"]["Value"] == {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"}
     assert outputs["FirmwareBucketName"]["Value"] == {"Ref": "FirmwareBucket"}
@@ -331,6 +387,10 @@ def test_parameter_defaults(cfn: dict[str, Any]) -> None:
             "ApiThrottlingBurstLimit": 200,
             "LogRetentionDays": 30,
             "AlarmTopicArn": "",
+            "SilenceFactor": 3,
+            "SilenceFloorMinutes": 30,
+            "SilenceUnlearnedHours": 24,
+            "ControllerRateMinutes": 5,
         }.items()
     )
 
@@ -398,7 +458,7 @@ def test_alarms_watch_the_metrics_the_functions_emit(cfn: dict[str, Any]) -> Non
     functions = {
         m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for m in errors["Metrics"] if "MetricStat" in m
     }
-    assert functions == {"UpdateFunction", "PublishFunction"}
+    assert functions == {"UpdateFunction", "PublishFunction", "ControllerFunction"}
     dashboards = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
     assert len(dashboards) == 1
     # the body is JSON once CloudFormation substitutes the names

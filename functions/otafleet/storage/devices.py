@@ -11,6 +11,8 @@ from otafleet.storage import clients
 from otafleet.storage.dynamo import from_item, to_av, to_item
 from otafleet.storage.errors import Conflict, NotFound, translated
 from otafleet.storage.items import (
+    OPEN_OFFERS_INDEX,
+    WATCH_ATTRIBUTES,
     attempt_attribute,
     attempt_to_map,
     channel_sk,
@@ -21,7 +23,10 @@ from otafleet.storage.items import (
     quota_sk,
     reported_to_map,
     rhythm_to_map,
+    watch_to_item,
 )
+
+BY_PRODUCT_INDEX = "by-product"
 
 
 class QuotaFull(Conflict):
@@ -105,7 +110,7 @@ class DeviceStore:
                     TableName=self.table,
                     Key={"mac": {"S": mac}},
                     UpdateExpression="REMOVE failed, offer, offer_count, "
-                    + ", ".join(attempt_attribute(k) for k in Kind),
+                    + ", ".join([*(attempt_attribute(k) for k in Kind), *WATCH_ATTRIBUTES]),
                     ConditionExpression="attribute_exists(mac)",
                 )
             except self.client.exceptions.ConditionalCheckFailedException:
@@ -125,7 +130,9 @@ class DeviceStore:
             if previous is not None:
                 conditions.append(f"#a{i}.seq = :s{i}")
                 values[f":s{i}"] = previous.seq
-        expression = ("SET " + ", ".join(sets) + " " if sets else "") + "REMOVE failed, offer, offer_count"
+        # Any silence watch ends too: the attempts are offered afresh, and the next offer starts a new one.
+        removes = ", ".join(["failed", "offer", "offer_count", *WATCH_ATTRIBUTES])
+        expression = ("SET " + ", ".join(sets) + " " if sets else "") + "REMOVE " + removes
         update: dict[str, Any] = {
             "TableName": self.table,
             "Key": {"mac": {"S": device.mac}},
@@ -166,6 +173,82 @@ class DeviceStore:
             except self.client.exceptions.ConditionalCheckFailedException:
                 raise NotFound(mac) from None
 
+    # --- the controller's side ----------------------------------------------------------------------
+
+    def due_offers(self, product: str, until: int) -> Iterator[str]:
+        """MACs of the product's devices whose silence watch is due by `until` (epoch seconds), from the
+        sparse `open-offers` index: it holds only devices whose latest check that counted was an offer,
+        so a run reads the offers in flight, not the fleet. Eventually consistent: get() each one."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": OPEN_OFFERS_INDEX,
+            "KeyConditionExpression": "watch_product = :p AND watch_due <= :until",
+            "ExpressionAttributeValues": to_item({":p": product, ":until": until}),
+        }
+        with translated():
+            while True:
+                out = self.client.query(**kwargs)
+                for item in out.get("Items", []):
+                    yield item["mac"]["S"]
+                if "LastEvaluatedKey" not in out:
+                    return
+                kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+    def product_devices(self, product: str) -> Iterator[Device]:
+        """Every device record of a product, from the `by-product` index (eventually consistent): what the
+        controller reads to build a rollout's control group, only when its silence could halt it."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": BY_PRODUCT_INDEX,
+            "KeyConditionExpression": "product = :p",
+            "ExpressionAttributeValues": to_item({":p": product}),
+        }
+        with translated():
+            while True:
+                out = self.client.query(**kwargs)
+                for item in out.get("Items", []):
+                    yield device_from_item(from_item(item))
+                if "LastEvaluatedKey" not in out:
+                    return
+                kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+    def record_silence(self, device: Device, before: Attempt, after: Attempt, counter: CounterEvent | None) -> None:
+        """The controller's silent verdict: one write conditional on the attempt it read (its seq) and on
+        the silence watch it read still being there (no check that counts came since), with the rollout's
+        silent counter in the same transaction. Conflict when a check or another run got there first."""
+        assert device.watch is not None
+        update: dict[str, Any] = {
+            "Key": {"mac": {"S": device.mac}},
+            "UpdateExpression": "SET #att = :attempt REMOVE " + ", ".join(WATCH_ATTRIBUTES),
+            "ConditionExpression": "#att.seq = :seq AND " + _watch_condition(),
+            "ExpressionAttributeNames": {"#att": attempt_attribute(after.kind)},
+            "ExpressionAttributeValues": to_item(
+                {":attempt": attempt_to_map(after), ":seq": before.seq, **_watch_values(device)}
+            ),
+        }
+        with translated():
+            if counter is None:
+                self.client.update_item(TableName=self.table, **update)
+                return
+            self.client.transact_write_items(
+                TransactItems=[
+                    {"Update": {"TableName": self.table, **update}},
+                    {"Update": {"TableName": self.catalog_table, **_counter_update(counter)}},
+                ]
+            )
+
+    def clear_watch(self, device: Device) -> None:
+        """Drop a silence watch that has nothing left to watch, if it is still the one read."""
+        assert device.watch is not None
+        with translated():
+            self.client.update_item(
+                TableName=self.table,
+                Key={"mac": {"S": device.mac}},
+                UpdateExpression="REMOVE " + ", ".join(WATCH_ATTRIBUTES),
+                ConditionExpression=_watch_condition(),
+                ExpressionAttributeValues=to_item(_watch_values(device)),
+            )
+
     def scan_seen(self) -> Iterator[tuple[Device, str | None]]:
         """Every device with the product it last asked for by URL (`/update/<product>`), if any:
         how operators find unassigned devices of a product."""
@@ -174,6 +257,15 @@ class DeviceStore:
                 for item in page.get("Items", []):
                     plain = from_item(item)
                     yield device_from_item(plain), plain.get("seen_product")
+
+
+def _watch_condition() -> str:
+    return "watch_kind = :wkind AND watch_due = :wdue"
+
+
+def _watch_values(device: Device) -> dict[str, Any]:
+    assert device.watch is not None
+    return {":wkind": device.watch.kind.value, ":wdue": device.watch.due}
 
 
 def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
@@ -238,9 +330,14 @@ def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
     if record.chip:
         sets.append("chip = if_not_exists(chip, :chip)")
         values[":chip"] = record.chip
-    if record.rhythm:
+    if record.rhythm is not None:
         sets.append("rhythm = :rhythm")
         values[":rhythm"] = rhythm_to_map(record.rhythm)
+        if record.watch is not None:
+            sets += [f"{name} = :{name}" for name in WATCH_ATTRIBUTES]
+            values.update({f":{k}": v for k, v in watch_to_item(record.watch).items()})
+        else:  # a check that counts and offers nothing: the device is alive, any silence watch ends
+            removes += WATCH_ATTRIBUTES
     expression = "SET " + ", ".join(sets) + " ADD " + ", ".join(adds)
     if removes:
         expression += " REMOVE " + ", ".join(removes)

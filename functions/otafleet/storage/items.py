@@ -23,6 +23,7 @@ from otafleet.models import (
     ReleaseState,
     Reported,
     Rhythm,
+    SilenceWatch,
     Track,
     TrackState,
     Window,
@@ -309,13 +310,30 @@ def attempt_from_map(m: Item) -> Attempt:
 
 
 def rhythm_to_map(r: Rhythm) -> Item:
-    return {"seconds": r.seconds, "samples": r.samples}
+    return {"last": r.last, "seconds": r.seconds, "samples": r.samples}
 
 
 def rhythm_from_map(m: Item | None) -> Rhythm | None:
-    if not m or m.get("seconds") is None:
+    if not m or m.get("last") is None:
         return None
-    return Rhythm(seconds=int(m["seconds"]), samples=_int(m.get("samples")))
+    return Rhythm(last=int(m["last"]), seconds=_int(m.get("seconds")), samples=_int(m.get("samples")))
+
+
+# A device's silence watch: three top-level attributes, present only while its latest check that counted
+# offered an image. `watch_product` and `watch_due` are the keys of the devices table's sparse index
+# `open-offers` (template.yaml), through which the controller finds offers past their deadline.
+WATCH_ATTRIBUTES = ("watch_product", "watch_due", "watch_kind")
+OPEN_OFFERS_INDEX = "open-offers"
+
+
+def watch_to_item(w: SilenceWatch) -> Item:
+    return {"watch_product": w.product, "watch_due": w.due, "watch_kind": w.kind.value}
+
+
+def watch_from_item(item: Item) -> SilenceWatch | None:
+    if not all(item.get(name) is not None for name in WATCH_ATTRIBUTES):
+        return None
+    return SilenceWatch(product=item["watch_product"], kind=Kind(item["watch_kind"]), due=int(item["watch_due"]))
 
 
 def device_to_item(d: Device) -> Item:
@@ -362,4 +380,5 @@ def device_from_item(item: Item) -> Device:
         installs=_int(item.get("installs")),
         enrolled_at=item.get("enrolled_at"),
         rhythm=rhythm_from_map(item.get("rhythm")),
+        watch=watch_from_item(item),
     )

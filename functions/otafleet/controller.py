@@ -1,0 +1,311 @@
+"""The rollout controller: what depends on time rather than on a device's check. One run (every few
+minutes on an EventBridge Scheduler schedule, on a timer in the local stack, on demand by
+`otafleet rollout tick`) does, per product:
+
+1. **Silence.** Finds the offers past their deadline in the devices table's sparse `open-offers` index
+   (only devices whose latest check that counted was an offer are in it: a run reads the offers in
+   flight, never the fleet), reads each device and applies attempts.falls_silent. Each silent verdict
+   is one write conditional on the attempt's `seq` and on the watch it read, with the rollout's silent
+   counter in the same transaction: a device checking in meanwhile, or another run, makes it lose, and
+   it looks again on fresh data.
+2. **Halts.** For every active rollout of the product: the failure rate (a halt a check could not
+   write is written here too), and, when its silent share could halt it at all (rollout.silence_may_halt),
+   the silence rule against its control group. Only then are the product's device records read (the
+   `by-product` index), once per product and run. A halt is `set_track_state(..., from_states=(ACTIVE,))`:
+   it happens once, and never over an operator's change.
+
+Two runs that overlap change nothing twice: every write is conditional on what the run read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from otafleet import attempts, decision, rollout
+from otafleet.config import Settings
+from otafleet.decision import Policy
+from otafleet.models import AttemptState, Catalog, Device, Kind, Track, TrackState
+from otafleet.observability import count, logger
+from otafleet.rhythm import epoch
+from otafleet.service import utc_now
+from otafleet.storage.catalog import CatalogStore
+from otafleet.storage.devices import DeviceStore
+from otafleet.storage.errors import Conflict, StorageUnavailable
+
+# Look again on fresh data at most this often when a concurrent write won.
+ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Silenced:
+    mac: str
+    product: str
+    channel: str | None
+    kind: Kind
+    version: str
+    counted: bool  # whether it moved the rollout's silent counter (a trusted device of that rollout)
+
+
+@dataclass(frozen=True)
+class Halted:
+    product: str
+    channel: str
+    kind: Kind
+    version: str
+    rule: str  # "failures" or "silence"
+    why: str
+
+
+@dataclass(frozen=True)
+class RunReport:
+    at: str
+    silenced: tuple[Silenced, ...] = ()
+    halted: tuple[Halted, ...] = ()
+    faults: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """One rollout as the controller sees it: counters, device records, the halt rules' verdicts."""
+
+    product: str
+    channel: str
+    kind: Kind
+    track: Track
+    observation: rollout.Observation
+    silence: rollout.SilenceTest
+
+    @property
+    def state(self) -> TrackState:
+        return rollout.effective_state(self.track)
+
+    @property
+    def verdict(self) -> str:
+        t = self.track
+        state = self.state
+        if state is not TrackState.ACTIVE:
+            return f"{state.value}: nothing automatic until an operator resumes or rolls back"
+        if rollout.should_halt(t):
+            return f"halts: failure rate {rollout.failure_rate(t):.1%} > {t.max_failure_rate:.1%}"
+        if self.silence.halts:
+            return f"halts on silence: {self.silence.why}"
+        return f"continues: {self.silence.why}"
+
+
+@dataclass
+class Controller:
+    settings: Settings
+    devices: DeviceStore
+    catalog: CatalogStore
+    clock: Callable[[], str] = utc_now
+    _products: dict[str, list[Device]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Controller:
+        return cls(settings, DeviceStore(settings), CatalogStore(settings))
+
+    def policy(self) -> Policy:
+        return Policy.from_settings(self.settings)
+
+    # --- one run ---------------------------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        now = self.clock()
+        policy = self.policy()
+        silenced: list[Silenced] = []
+        halted: list[Halted] = []
+        faults: list[str] = []
+        self._products.clear()
+        try:
+            products = [p.name for p in self.catalog.products()]
+        except StorageUnavailable as fault:
+            products, faults = [], [f"listing products: {fault}"]
+        for product in products:
+            try:
+                silenced += self._silence_due(product, now, policy)
+                halted += self._halt_due(product, now, policy)
+            except StorageUnavailable as fault:  # the next run picks up where this one stopped
+                logger().error("controller fault", extra={"product": product, "error": str(fault)})
+                faults.append(f"{product}: {fault}")
+        self._products.clear()
+        report = RunReport(now, tuple(silenced), tuple(halted), tuple(faults))
+        logger().info(
+            "controller run",
+            extra={"at": now, "silenced": len(silenced), "halted": len(halted), "faults": len(faults)},
+        )
+        return report
+
+    def _silence_due(self, product: str, now: str, policy: Policy) -> list[Silenced]:
+        found = []
+        for mac in self.devices.due_offers(product, epoch(now)):
+            silenced = self._silence(mac, now, policy)
+            if silenced is not None:
+                found.append(silenced)
+        return found
+
+    def _silence(self, mac: str, now: str, policy: Policy) -> Silenced | None:
+        for round_ in range(ROUNDS):
+            device = self.devices.get(mac)
+            if device is None or device.watch is None:
+                return None  # a check, or another run, ended the watch since the index was read
+            kind = device.watch.kind
+            before = device.attempts.get(kind)
+            after = attempts.falls_silent(device, kind, now=now, policy=policy.silence)
+            if before is None or after is None:
+                if before is None or before.state is not AttemptState.OFFERED:
+                    self._drop_stale_watch(device)
+                return None  # otherwise not due yet by the current settings: a later run looks again
+            catalog = self.catalog.load(device.product, fresh=round_ > 0) if device.product else None
+            counter = decision.counter_event(catalog, device, before, after) if catalog else None
+            try:
+                self.devices.record_silence(device, before, after, counter)
+            except Conflict:
+                continue
+            count("InferredSilences")
+            logger().warning(
+                "device silent",
+                extra={
+                    "mac": mac,
+                    "product": device.product,
+                    "channel": after.channel,
+                    "kind": kind.value,
+                    "version": after.version,
+                    "why": after.why,
+                    "counted": counter is not None,
+                },
+            )
+            return Silenced(mac, device.watch.product, after.channel, kind, after.version, counter is not None)
+        return None
+
+    def _drop_stale_watch(self, device: Device) -> None:
+        """A watch whose attempt is gone (`device retry` cleared it) or closed: nothing left to watch."""
+        with contextlib.suppress(Conflict):  # it changed since: the device checked in
+            self.devices.clear_watch(device)
+
+    def _halt_due(self, product: str, now: str, policy: Policy) -> list[Halted]:
+        catalog = self.catalog.load(product, fresh=True)  # the counts the silences above just moved
+        if catalog is None:
+            return []
+        halted = []
+        for channel in sorted(catalog.channels.values(), key=lambda c: c.name):
+            for kind, track in sorted(channel.tracks.items(), key=lambda kt: kt[0].value):
+                rule, why = "", ""
+                if rollout.should_halt(track):
+                    rule = "failures"
+                    why = f"failure rate {rollout.failure_rate(track):.1%} > {track.max_failure_rate:.1%}"
+                elif rollout.silence_may_halt(track):
+                    test = self._silence_test(catalog, channel.name, kind, track, now, policy)
+                    if test.halts:
+                        rule, why = "silence", test.why
+                if rule and self._halt(product, channel.name, kind, track, rule, why):
+                    halted.append(Halted(product, channel.name, kind, track.version, rule, why))
+        return halted
+
+    def _silence_test(
+        self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy
+    ) -> rollout.SilenceTest:
+        return rollout.silence_test(track, self._observe(catalog, channel, kind, track, now, policy).control)
+
+    def _observe(
+        self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy
+    ) -> rollout.Observation:
+        product = catalog.product
+        if product.name not in self._products:  # once per product and run
+            self._products[product.name] = list(self.devices.product_devices(product.name))
+
+        def trusted(device: Device) -> bool:
+            # A device of a product that requires auth only counts through authenticated checks.
+            return decision.trusted(device, product.auth_required, now=now, policy=policy)
+
+        return rollout.observe(
+            self._products[product.name],
+            product=product.name,
+            channel=channel,
+            kind=kind,
+            track=track,
+            now=now,
+            silence=policy.silence,
+            trusted=trusted,
+        )
+
+    def _halt(self, product: str, channel: str, kind: Kind, track: Track, rule: str, why: str) -> bool:
+        # On the revision whose counts were judged: never over a resume or a reset made since.
+        halted = self.catalog.set_track_state(
+            product,
+            channel,
+            kind,
+            track.version,
+            TrackState.HALTED,
+            from_states=(TrackState.ACTIVE,),
+            expect_rev=track.rev,
+        )
+        if halted:
+            logger().warning(
+                "rollout halted",
+                extra={
+                    "product": product,
+                    "channel": channel,
+                    "kind": kind.value,
+                    "version": track.version,
+                    "rule": rule,
+                    "why": why,
+                    "failures": track.failures,
+                    "successes": track.successes,
+                    "unknowns": track.unknowns,
+                    "silents": track.silents,
+                },
+            )
+            count("RolloutsHalted")
+        return halted
+
+    # --- what `otafleet rollout status` shows ------------------------------------------------------
+
+    def status(self, product: str, channel: str) -> list[RolloutStatus]:
+        """Each kind's rollout of the channel, with what the halt rules make of it now. Reads the
+        product's device records (the control group); writes nothing. [] for an unknown channel."""
+        now = self.clock()
+        policy = self.policy()
+        self._products.clear()
+        catalog = self.catalog.load(product, fresh=True)
+        ch = catalog.channels.get(channel) if catalog else None
+        if catalog is None or ch is None:
+            return []
+        found = []
+        for kind, track in sorted(ch.tracks.items(), key=lambda kt: kt[0].value):
+            seen = self._observe(catalog, channel, kind, track, now, policy)
+            found.append(RolloutStatus(product, channel, kind, track, seen, rollout.silence_test(track, seen.control)))
+        self._products.clear()
+        return found
+
+
+def summary(report: RunReport) -> dict[str, Any]:
+    """The run as the Lambda handler returns it (and `otafleet rollout tick --json` prints it)."""
+    return {
+        "at": report.at,
+        "silenced": [
+            {
+                "mac": s.mac,
+                "product": s.product,
+                "channel": s.channel,
+                "kind": s.kind.value,
+                "version": s.version,
+                "counted": s.counted,
+            }
+            for s in report.silenced
+        ],
+        "halted": [
+            {
+                "product": h.product,
+                "channel": h.channel,
+                "kind": h.kind.value,
+                "version": h.version,
+                "rule": h.rule,
+                "why": h.why,
+            }
+            for h in report.halted
+        ],
+        "faults": list(report.faults),
+    }
