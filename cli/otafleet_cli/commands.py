@@ -5,10 +5,14 @@ All the fleet logic lives in `otafleet.fleet`; these only call it and print.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from otafleet import windows
+from otafleet.controller import summary
 from otafleet.fleet import TrackStatus, parse_mac
 from otafleet.models import Delivery, Kind, Window
 from otafleet.protocol import MODES
@@ -97,6 +101,7 @@ def channel_set(conn: Connection, args: Any, out: Output) -> int:
         max_failure_rate=args.max_failure_rate,
         min_devices=args.min_devices,
         max_offers_per_minute=args.max_offers_per_minute,
+        max_silence_excess=args.max_silence_excess,
     )
     return _show_tracks(out, [status])
 
@@ -154,6 +159,40 @@ def _show_tracks(out: Output, statuses: list[TrackStatus], *, many: bool = False
     out.emit(data, human)
     for advice in views.track_advice(statuses):
         out.note(advice)
+    return 0
+
+
+# --- the rollout controller -------------------------------------------------------------------------
+
+
+@contextmanager
+def _service_logs_held_back() -> Iterator[None]:
+    """The controller logs JSON lines for CloudWatch on stdout; in the CLI they would mix into its own
+    output (and --json), which already says what the run did."""
+    from otafleet.observability import logger
+
+    log = logger()
+    level = log.log_level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def rollout_tick(conn: Connection, args: Any, out: Output) -> int:
+    with _service_logs_held_back():
+        report = conn.controller.run()
+    out.emit(summary(report), views.tick_text(report))
+    if report.faults:
+        raise CliError("the run was incomplete: " + "; ".join(report.faults))
+    return 0
+
+
+def rollout_status(conn: Connection, args: Any, out: Output) -> int:
+    conn.fleet.channel_status(args.product, args.channel)  # a clear error for an unknown product/channel
+    statuses = conn.controller.status(args.product, args.channel)
+    out.emit([views.rollout_dict(s) for s in statuses], views.rollout_text(statuses))
     return 0
 
 

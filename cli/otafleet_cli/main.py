@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="pace the rollout: at most N images handed over a minute, the rest at later checks (0: no limit)",
     )
+    p.add_argument(
+        "--max-silence-excess",
+        type=float,
+        metavar="RATE",
+        help="halt the rollout when the share of its devices that went silent exceeds a control group's by more "
+        "than this (0-1, default 0.1; docs/operations.md)",
+    )
 
     for name, handler, text in (
         ("show", commands.channel_show, "a channel's releases, rollout state and success/failure counts"),
@@ -188,6 +195,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(window, "clear", commands.window_clear, "remove a product's (or a channel's) window")
     p.add_argument("product", metavar="PRODUCT")
     p.add_argument("--channel", help="the window of one channel")
+    rollout_group = nested("rollout", "the rollout controller: silence, halts")
+    command(
+        rollout_group,
+        "tick",
+        commands.rollout_tick,
+        "run one pass of the rollout controller now (it also runs on its schedule)",
+        description=(
+            "Run one pass of the rollout controller against the stack, as its schedule does every few minutes: "
+            "mark devices silent that were handed an image and have not checked in since, for longer than "
+            "their usual interval allows, and halt rollouts whose failure rate or silence calls for it. "
+            "Safe to run at any time: a pass changes nothing another pass already changed."
+        ),
+    )
+    p = command(
+        rollout_group,
+        "status",
+        commands.rollout_status,
+        "a channel's rollouts: offered, installed, failed, unknown, silent, pending, control-group silence",
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("channel", metavar="CHANNEL")
 
     device = nested("device", "assign, block and inspect devices")
     p = command(device, "assign", commands.device_assign, "register a device or move it to a product/channel")

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from otafleet.config import Settings, load_settings
+from otafleet.controller import Controller
 from otafleet.fleet import Fleet
 from otafleet.service import UpdateService
 from otafleet.storage.blobs import BlobStore
@@ -193,3 +194,7 @@ class Connection:
     @cached_property
     def service(self) -> UpdateService:
         return UpdateService(self.settings, self.devices, self.catalog, BlobStore(self.settings))
+
+    @cached_property
+    def controller(self) -> Controller:
+        return Controller(self.settings, self.devices, self.catalog)

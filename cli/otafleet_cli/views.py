@@ -11,7 +11,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from otafleet import windows
+from otafleet import rollout, windows
+from otafleet.controller import RolloutStatus, RunReport
 from otafleet.decision import Decision
 from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
 from otafleet.models import Attempt, Channel, Device, Kind, Product, Release, TrackState
@@ -171,6 +172,7 @@ def track_dict(s: TrackStatus) -> dict[str, Any]:
         "max_failure_rate": t.max_failure_rate,
         "min_devices": t.min_devices,
         "max_offers_per_minute": t.max_offers_per_minute,
+        "max_silence_excess": t.max_silence_excess,
         "over_threshold": s.over_threshold,
     }
 
@@ -236,6 +238,91 @@ def track_advice(statuses: Iterable[TrackStatus]) -> list[str]:
                 f"`otafleet channel resume {flag}{where}` continues it"
             )
     return notes
+
+
+# --- the rollout controller -------------------------------------------------------------------------
+
+
+def tick_text(report: RunReport) -> str:
+    lines = [f"controller pass at {report.at}"]
+    for x in report.silenced:
+        where = f"{x.product}/{x.channel}" if x.channel else f"{x.product} (pinned)"
+        counted = "" if x.counted else ", not counted for a rollout"
+        lines.append(f"  silent   {x.mac}  {x.kind.value} {x.version} on {where}{counted}")
+    for h in report.halted:
+        lines.append(f"  HALTED   {h.product}/{h.channel} {h.kind.value} {h.version} on {h.rule}: {h.why}")
+    if not report.silenced and not report.halted:
+        lines.append("  nothing to do: no offer past its silence deadline, no rollout over a threshold")
+    return "\n".join(lines)
+
+
+def rollout_dict(s: RolloutStatus) -> dict[str, Any]:
+    t, seen, test = s.track, s.observation, s.silence
+    return {
+        "product": s.product,
+        "channel": s.channel,
+        "kind": s.kind.value,
+        "version": t.version,
+        "previous": t.previous,
+        "percent": t.percent,
+        "state": s.state.value,
+        "offered": seen.offered,
+        "installed": t.successes,
+        "failed": t.failures,
+        "unknown": t.unknowns,
+        "silent": t.silents,
+        "pending": seen.pending,
+        "failure_rate": rollout.failure_rate(t),
+        "max_failure_rate": t.max_failure_rate,
+        "min_devices": t.min_devices,
+        "control": {
+            "since": seen.window_start,
+            "devices": seen.control.devices,
+            "silent": seen.control.silent,
+            "silence_rate": seen.control.rate,
+        },
+        "silence": {
+            "judged": test.offered.devices,
+            "silence_rate": test.offered.rate,
+            "baseline": test.baseline,
+            "excess": test.excess,
+            "z": test.z,
+            "max_silence_excess": t.max_silence_excess,
+            "halts": test.halts,
+            "why": test.why,
+        },
+        "verdict": s.verdict,
+    }
+
+
+def rollout_text(statuses: Sequence[RolloutStatus]) -> str:
+    if not statuses:
+        return "the channel serves nothing yet"
+    rows = []
+    for s in statuses:
+        t, seen = s.track, s.observation
+        control = seen.control
+        rows.append(
+            [
+                s.kind,
+                t.version,
+                f"{t.percent}%",
+                s.state,
+                seen.offered,
+                t.successes,
+                t.failures,
+                t.unknowns,
+                t.silents,
+                seen.pending,
+                f"{control.silent}/{control.devices} ({percent(control.rate)})" if control.devices else None,
+            ]
+        )
+    headers = ["KIND", "VERSION", "PERCENT", "STATE", "OFFERED", "INSTALLED", "FAILED", "UNKNOWN", "SILENT"]
+    lines = [table([*headers, "PENDING", "CONTROL SILENT"], rows), ""]
+    for s in statuses:
+        since = f" (control group since {s.observation.window_start})" if s.observation.window_start else ""
+        lines.append(f"{s.kind.value} {s.track.version}: {s.verdict}{since}")
+    return "\n".join(lines)
 
 
 # --- devices ----------------------------------------------------------------------------------------

@@ -258,17 +258,26 @@ class Fleet:
         max_failure_rate: float | None = None,
         min_devices: int | None = None,
         max_offers_per_minute: int | None = None,
+        max_silence_excess: float | None = None,
     ) -> TrackStatus:
         check_name("channel", channel)
         if not 1 <= percent <= 100:
             raise FleetError(f"percent must be between 1 and 100, not {percent}")
-        _check_thresholds(max_failure_rate, min_devices)
+        _check_thresholds(max_failure_rate, min_devices, max_silence_excess)
         if max_offers_per_minute is not None and max_offers_per_minute < 0:
             raise FleetError(f"max offers per minute must be 0 (no limit) or more, not {max_offers_per_minute}")
 
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
             _offerable(catalog, kind, version)
-            return rollout.pointed(current, version, percent, max_failure_rate, min_devices, max_offers_per_minute)
+            return rollout.pointed(
+                current,
+                version,
+                percent,
+                max_failure_rate,
+                min_devices,
+                max_offers_per_minute,
+                max_silence_excess=max_silence_excess,
+            )
 
         return self._change_track(product, channel, kind, change, need_track=False)
 
@@ -502,9 +511,13 @@ class Fleet:
         )
 
 
-def _check_thresholds(max_failure_rate: float | None, min_devices: int | None) -> None:
+def _check_thresholds(
+    max_failure_rate: float | None, min_devices: int | None, max_silence_excess: float | None = None
+) -> None:
     if max_failure_rate is not None and not 0.0 <= max_failure_rate <= 1.0:
         raise FleetError(f"max failure rate must be between 0 and 1 (e.g. 0.2 for 20 %), not {max_failure_rate}")
+    if max_silence_excess is not None and not 0.0 <= max_silence_excess <= 1.0:
+        raise FleetError(f"max silence excess must be between 0 and 1 (e.g. 0.1 for 10 %), not {max_silence_excess}")
     if min_devices is not None and min_devices < 1:
         raise FleetError(f"min devices must be at least 1, not {min_devices}")
 

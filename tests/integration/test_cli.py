@@ -332,6 +332,7 @@ def test_channel_set_show_and_staging(door: World, run: Run) -> None:
         "max_failure_rate": 0.1,
         "min_devices": 5,
         "max_offers_per_minute": None,
+        "max_silence_excess": 0.1,
         "over_threshold": False,
     }
     shown = run("channel", "show", "door", "stable")
@@ -414,6 +415,53 @@ def test_halted_rollout_is_shown_with_what_to_do(door: World, run: Run) -> None:
     assert run("devices", "--json").json()["rollouts"][0]["state"] == "halted"
     resumed = run("channel", "resume", "door", "stable", "--reset-counts", "--json").json()
     assert (resumed["state"], resumed["failures"]) == ("active", 0)
+
+
+def test_rollout_tick_marks_a_silent_device_and_status_shows_it(door: World, run: Run) -> None:
+    run("channel", "set", "door", "stable", "1.1.0", "--min-devices", "1", "--max-silence-excess", "0.5")
+    service = door.service()
+    service.clock = lambda: "2026-01-01T00:00:00Z"  # offered long ago, never heard from since
+    assert service.check(esp8266_headers(MAC, version="1.0.0")).status == 302
+    [before] = run("rollout", "status", "door", "stable", "--json").json()
+    assert (before["offered"], before["pending"], before["silent"], before["state"]) == (1, 1, 0, "active")
+    assert before["verdict"].startswith("continues: 0 of 1 devices judged")
+
+    tick = run("rollout", "tick", "--json")
+    assert tick.code == 0
+    data = tick.json()
+    assert [(x["mac"], x["kind"], x["version"], x["counted"]) for x in data["silenced"]] == [
+        (MAC, "app", "1.1.0", True)
+    ]
+    [halt] = data["halted"]
+    assert (halt["product"], halt["channel"], halt["rule"]) == ("door", "stable", "silence")
+
+    [after] = run("rollout", "status", "door", "stable", "--json").json()
+    assert (after["silent"], after["pending"], after["state"]) == (1, 0, "halted")
+    assert after["silence"]["why"].startswith("silent 100.0% of 1 vs no usable control group")
+    human = run("rollout", "status", "door", "stable").out
+    header, row, *_ = human.splitlines()
+    assert header.split() == [
+        "KIND", "VERSION", "PERCENT", "STATE", "OFFERED", "INSTALLED", "FAILED", "UNKNOWN", "SILENT", "PENDING",
+        "CONTROL", "SILENT",
+    ]  # fmt: skip
+    assert row.split()[:10] == ["app", "1.1.0", "100%", "halted", "1", "0", "0", "0", "1", "0"]
+    assert "app 1.1.0: halted" in human
+    assert "nothing to do" in run("rollout", "tick").out  # a second pass changes nothing
+    shown = run("channel", "show", "door", "stable")
+    assert "HALTED itself: 1 devices went silent" in shown.err
+    device = run("device", "show", MAC, "--json").json()
+    assert device["attempts"]["app"]["state"] == "silent" and device["silence_watch"] is None
+    # The device comes back on the new build: re-judged installed, no longer silent.
+    assert check(door, version="1.1.0") == 304
+    [back] = run("rollout", "status", "door", "stable", "--json").json()
+    assert (back["installed"], back["silent"]) == (1, 0)
+
+
+def test_rollout_status_mistakes(door: World, run: Run) -> None:
+    result = run("rollout", "status", "door", "nightly")
+    assert result.code == 1 and "has no channel 'nightly'" in error_line(result)
+    result = run("channel", "set", "door", "stable", "1.1.0", "--max-silence-excess", "2")
+    assert result.code == 1 and "max silence excess must be between 0 and 1" in error_line(result)
 
 
 # --- devices ------------------------------------------------------------------------------------------

@@ -455,6 +455,8 @@ def test_every_attempt_field_survives_storage() -> None:
     )
     for a in (reopened, attempts.end(reopened, AttemptState.UNKNOWN, Build(), "none", at=T0)):
         assert attempt_from_map(attempt_to_map(a)) == a
+
+
 # --- silence: the controller's verdict, and the device coming back -------------------------------
 
 HOUR = 3600

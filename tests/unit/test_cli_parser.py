@@ -29,6 +29,8 @@ from otafleet_cli.main import build_parser, describe_failure, main
         (["device", "retry", "AA:BB:CC:DD:EE:FF"], commands.device_retry),
         (["devices", "--product", "door", "--unassigned"], commands.devices),
         (["explain", "AA:BB:CC:DD:EE:FF", "--mode", "spiffs"], commands.explain),
+        (["rollout", "tick"], commands.rollout_tick),
+        (["rollout", "status", "door", "stable"], commands.rollout_status),
     ],
 )
 def test_every_command_parses(argv: list[str], handler: object) -> None:
@@ -51,7 +53,13 @@ def test_defaults() -> None:
     up = parser.parse_args(["upload", "f.bin", "--product", "door"])
     assert (up.version, up.fs, up.channel, up.timeout) == (None, False, None, 60.0)
     ch = parser.parse_args(["channel", "set", "door", "stable", "1.0"])
-    assert (ch.percent, ch.fs, ch.max_failure_rate, ch.min_devices) == (100, False, None, None)
+    assert (ch.percent, ch.fs, ch.max_failure_rate, ch.min_devices, ch.max_silence_excess) == (
+        100,
+        False,
+        None,
+        None,
+        None,
+    )
     pc = parser.parse_args(["product", "create", "door"])
     assert (pc.platform, pc.delivery, pc.enroll, pc.auth, pc.allow_downgrade, pc.default_channel) == (None,) * 6
     assert parser.parse_args(["product", "create", "door", "--no-enroll"]).enroll is False
