@@ -54,11 +54,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="override a function environment variable (repeatable), e.g. CATALOG_CACHE_SECONDS=30",
     )
+    parser.add_argument(
+        "--schedule-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="run scheduled functions (the rollout controller) every SECONDS instead of the template's rate "
+        "(ControllerRateMinutes); 0: never (`otafleet rollout tick` runs it on demand)",
+    )
     parser.add_argument("--ready-file", type=Path, help="write the stack's URLs and names as JSON here once ready")
     args = parser.parse_args(argv)
     for item in args.env:
         if "=" not in item or not item.split("=", 1)[0]:
             parser.error(f"--env {item!r}: expected NAME=VALUE")
+    if args.schedule_seconds is not None and args.schedule_seconds < 0:
+        parser.error("--schedule-seconds: expected 0 (no timers) or more")
     return args
 
 
@@ -97,6 +106,9 @@ def banner(stack: LocalStack) -> str:
         f"  export AWS_ENDPOINT_URL={stack.aws_endpoint} AWS_DEFAULT_REGION={stack.region}",
         "  (no AWS credentials? any will do: export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing)",
     ]
+    for timer in stack.timers:
+        every = f"{timer.seconds / 60:g} min" if timer.seconds >= 60 else f"{timer.seconds:g} s"
+        lines.append(f"  {timer.schedule.function} runs every {every} (`otafleet rollout tick` runs it now)")
     missing = [f.logical_id for f in stack.functions.values() if not f.loaded]
     if missing:
         lines.append(f"  not loaded (see the log): {', '.join(missing)}")
@@ -161,6 +173,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         demo=args.demo,
         quiet=args.quiet,
         env=dict(item.split("=", 1) for item in args.env),
+        schedule_seconds=args.schedule_seconds,
     )
     stop = threading.Event()
 

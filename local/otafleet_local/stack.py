@@ -11,7 +11,8 @@ What `start()` brings up, in this process:
 5. the HTTP API on the template's routes (default http://127.0.0.1:3000, `otafleet_local.api`);
 6. a CloudFormation stack in moto whose outputs are the template's outputs with local values
    (`otafleet_local.discovery`), so `AWS_ENDPOINT_URL=… otafleet …` finds it as it finds a deployed one;
-7. the demo data (`otafleet_local.demo`), unless disabled.
+7. the demo data (`otafleet_local.demo`), unless disabled;
+8. a timer per schedule event of the template (the rollout controller, `otafleet_local.schedules`).
 
 Port 0 picks free ports (the chosen ones are on the object afterwards). The process environment gets
 fake AWS credentials, the region and `AWS_ENDPOINT_URL`; `stop()` restores it.
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from moto.server import ThreadedMotoServer
 
-from otafleet_local import discovery, lambdas, s3events, template
+from otafleet_local import discovery, lambdas, s3events, schedules, template
 from otafleet_local.api import ApiServer, routes_for
 from otafleet_local.intrinsics import NAME_PROPERTIES, Resolver
 
@@ -99,6 +100,8 @@ class StackConfig:
     demo: bool = True
     quiet: bool = False
     env: dict[str, str] = field(default_factory=dict)  # function environment overrides
+    # Seconds between runs of every scheduled function instead of the template's rate; 0: no timers.
+    schedule_seconds: float | None = None
     template_path: Path = template.TEMPLATE
     env_file: Path = ENV_FILE
 
@@ -199,6 +202,7 @@ class LocalStack:
         self._api: ApiServer | None = None
         self._api_thread: threading.Thread | None = None
         self._pollers: list[s3events.S3EventPoller] = []
+        self.timers: list[schedules.ScheduleTimer] = []
         self._saved_env: dict[str, str | None] = {}
         self._started = False
 
@@ -286,6 +290,7 @@ class LocalStack:
             "devices_table": self.devices_table,
             "catalog_table": self.catalog_table,
             "functions": {k: f.loaded for k, f in self.functions.items()},
+            "schedules": {f"{t.schedule.function}.{t.schedule.name}": t.seconds for t in self.timers},
             "demo": None
             if self.demo is None
             else {
@@ -358,6 +363,12 @@ class LocalStack:
             poller.start()
             self._pollers.append(poller)
 
+        if cfg.schedule_seconds != 0:
+            for schedule in schedules.schedules(resolver, cfg.template_path):
+                timer = schedules.ScheduleTimer(self.functions[schedule.function], schedule, cfg.schedule_seconds)
+                timer.start()
+                self.timers.append(timer)
+
         self._api.router = routes_for(template.routes(cfg.template_path), self.functions)
 
         outputs = discovery.local_outputs(resolver, {"ApiUrl": self.api_url}, cfg.template_path)
@@ -424,6 +435,9 @@ class LocalStack:
         for poller in self._pollers:
             poller.stop()
         self._pollers.clear()
+        for timer in self.timers:
+            timer.stop()
+        self.timers.clear()
         if self._moto is not None:
             try:
                 self._moto.stop()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import http.client
 import itertools
+import json
 import shlex
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -239,6 +241,35 @@ def test_stack_is_discoverable_through_cloudformation(local_stack: RunningStack)
     assert outputs["CatalogTableName"] == info["catalog_table"] == "otafleet-catalog"
     assert outputs["Region"] == info["region"] == "us-east-1"
     assert outputs["UpdateFunctionName"] and outputs["PublishFunctionName"]
+
+
+def test_the_controller_runs_on_the_templates_schedule_and_on_demand(local_stack: RunningStack) -> None:
+    """The local stack loads the controller and times it at ControllerRateMinutes (5 min: no run during
+    these tests); `otafleet rollout tick` runs one pass against the stack at once."""
+    assert local_stack.info["functions"]["ControllerFunction"] is True
+    assert local_stack.info["schedules"] == {"ControllerFunction.Tick": 300.0}
+    assert "ControllerFunction runs every 5 min" in local_stack.stdout.read_text()
+    env = {**stack_env(), "AWS_ENDPOINT_URL": local_stack.info["aws_endpoint"]}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "otafleet_cli.main",
+            "rollout",
+            "tick",
+            "--json",
+            "--region",
+            local_stack.info["region"],
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["faults"] == []
 
 
 def test_banner_curl_lines_get_302_and_304(local_stack: RunningStack) -> None:
