@@ -569,3 +569,19 @@ def test_checks_that_do_not_count_leave_rhythm_and_watch_alone() -> None:
         d = decide(sketch(version="1.0.0"), device, cat, now=at(1))
         assert d.outcome is not Outcome.OFFER
         assert d.record.rhythm is None and d.record.watch is None
+
+
+def test_a_reopened_attempt_that_falls_silent_moves_its_counted_verdict_once() -> None:
+    """A device that installed, reverted and was offered again (the attempt carries its counted success),
+    then went silent: the success becomes a silence, and its coming back moves the silence back."""
+    installed = attempts.end(
+        offered().attempts[Kind.APP], AttemptState.INSTALLED, Build(version="1.1.0"), "reported", at=OFFER_AT
+    )
+    reopened = attempts.reopen(installed, Build(version="1.0.0", size=300_016), at=OFFER_AT)
+    device = replace(offered(), attempts={Kind.APP: reopened})
+    silent = attempts.falls_silent(device, Kind.APP, now=at(4), policy=SilencePolicy())
+    assert silent is not None and silent.counted_as is AttemptState.SILENT
+    assert attempts.counter_deltas(reopened.counted_as, silent.state) == {"ok": -1, "silent": 1}
+    back = attempts.reoffer(silent, at=at(5))
+    assert back.counted_as is None  # counted for nothing until its next verdict
+    assert attempts.counter_deltas(silent.counted_as, back.state) == {"silent": -1}
