@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otafleet import attempts, decision, rollout
+from otafleet import attempts, decision, halts, rollout
 from otafleet.config import Settings
 from otafleet.decision import Policy
 from otafleet.models import AttemptState, Catalog, Device, Kind, Track, TrackState
@@ -232,34 +232,7 @@ class Controller:
         )
 
     def _halt(self, product: str, channel: str, kind: Kind, track: Track, rule: str, why: str) -> bool:
-        # On the revision whose counts were judged: never over a resume or a reset made since.
-        halted = self.catalog.set_track_state(
-            product,
-            channel,
-            kind,
-            track.version,
-            TrackState.HALTED,
-            from_states=(TrackState.ACTIVE,),
-            expect_rev=track.rev,
-        )
-        if halted:
-            logger().warning(
-                "rollout halted",
-                extra={
-                    "product": product,
-                    "channel": channel,
-                    "kind": kind.value,
-                    "version": track.version,
-                    "rule": rule,
-                    "why": why,
-                    "failures": track.failures,
-                    "successes": track.successes,
-                    "unknowns": track.unknowns,
-                    "silents": track.silents,
-                },
-            )
-            count("RolloutsHalted")
-        return halted
+        return halts.halt(self.catalog, product, channel, kind, track, rule=rule, why=why)
 
     # --- what `otafleet rollout status` shows ------------------------------------------------------
 

@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from otafleet import credentials, delivery, names, rollout
+from otafleet import credentials, delivery, halts, names, rollout
 from otafleet.config import Settings
 from otafleet.decision import Decision, Outcome, Policy, decide
 from otafleet.delivery import Answer, Payload
-from otafleet.models import AttemptState, Catalog, Delivery, Kind, Release, TrackState, dialect_of
+from otafleet.models import AttemptState, Catalog, Delivery, Kind, Release, dialect_of
 from otafleet.observability import count, logger
 from otafleet.protocol import FS_MODES, CheckRequest, ProtocolError, parse_check
 from otafleet.storage.blobs import BlobStore
@@ -193,34 +193,12 @@ class UpdateService:
         track = ch.tracks.get(kind) if ch else None
         if track is None or not rollout.should_halt(track):
             return
+        rate = rollout.failure_rate(track) or 0.0
+        why = f"failure rate {rate:.1%} over {rollout.outcomes(track)} outcomes > {track.max_failure_rate:.1%}"
         try:
-            # On the revision whose counts were judged: never over a resume or a reset made since.
-            halted = self.catalog.set_track_state(
-                product,
-                channel,
-                kind,
-                track.version,
-                TrackState.HALTED,
-                from_states=(TrackState.ACTIVE,),
-                expect_rev=track.rev,
-            )
+            halts.halt(self.catalog, product, channel, kind, track, rule="failures", why=why)
         except StorageUnavailable as fault:
             logger().error("rollout halt not written", extra={"product": product, "error": str(fault)})
-            return
-        if halted:
-            logger().warning(
-                "rollout halted",
-                extra={
-                    "product": product,
-                    "channel": channel,
-                    "kind": kind.value,
-                    "version": track.version,
-                    "failures": track.failures,
-                    "successes": track.successes,
-                    "unknowns": track.unknowns,
-                },
-            )
-            count("RolloutsHalted")
 
     def _metrics(self, decision: Decision) -> None:
         count("Checks")
