@@ -494,16 +494,25 @@ def _delivery(
     req: CheckRequest, dev: Device, product: Product, release: Release, policy: Policy
 ) -> tuple[Delivery | None, str]:
     mode = req.delivery or dev.delivery or product.delivery
-    why = f"{mode.value} ({'request' if req.delivery else 'device' if dev.delivery else 'product'} setting)"
+    source = "request" if req.delivery else "device" if dev.delivery else "product"
     # A dry run has no Authorization header, but the device it stands for sends one when its product asks.
     authenticates = req.authorization is not None or (req.dry_run and product.auth_required)
+    return choose_delivery(mode, source, release, authenticates=authenticates, scheme=req.scheme, policy=policy)
+
+
+def choose_delivery(
+    mode: Delivery, source: str, release: Release, *, authenticates: bool, scheme: str, policy: Policy
+) -> tuple[Delivery | None, str]:
+    """How `release` reaches a device whose setting (from `source`) is `mode`, and why: the one delivery
+    rule of update checks and the simple updater. None: it cannot be delivered (too large for inline)."""
+    why = f"{mode.value} ({source} setting)"
     if mode is Delivery.REDIRECT and authenticates:
         mode, why = (
             Delivery.INLINE,
             "inline: the device authenticates, and S3 refuses Authorization on a redirect",
         )
-    elif mode is Delivery.REDIRECT and req.scheme != policy.redirect_scheme:
-        mode, why = Delivery.INLINE, f"inline: a redirect must keep the request's scheme ({req.scheme})"
+    elif mode is Delivery.REDIRECT and scheme != policy.redirect_scheme:
+        mode, why = Delivery.INLINE, f"inline: a redirect must keep the request's scheme ({scheme})"
     if mode is Delivery.INLINE and release.size > policy.max_inline_bytes:
         return None, (
             f"image is {release.size} bytes, more than the {policy.max_inline_bytes} that fit inline in a "

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from otafleet import credentials, delivery, halts, names, rollout
 from otafleet.config import Settings
-from otafleet.decision import Decision, Outcome, Policy, decide
+from otafleet.decision import Decision, Outcome, Policy, choose_delivery, decide
 from otafleet.delivery import Answer, Payload
 from otafleet.models import AttemptState, Catalog, Delivery, Kind, Release, dialect_of
 from otafleet.observability import count, logger
@@ -237,10 +237,15 @@ class UpdateService:
             if catalog.product.auth_required and not self._authorized(product, authorization):
                 logger().info("refused", extra={"status": 401, "reason": "unauthorized", "product": product})
                 return delivery.text(401, "valid device credentials required", "unauthorized")
-            mode = catalog.product.delivery
-            if mode is Delivery.REDIRECT and (authorization or scheme != self.blobs.redirect_scheme):
-                mode = Delivery.INLINE
-            if mode is Delivery.INLINE and release.size > self.settings.max_inline_bytes:
+            mode, _ = choose_delivery(
+                catalog.product.delivery,
+                "product",
+                release,
+                authenticates=bool(authorization),
+                scheme=scheme,
+                policy=self.policy(),
+            )
+            if mode is None:
                 return delivery.text(
                     404,
                     f"{release.version} is too large for inline delivery; use redirect",
