@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import cmp_to_key
 
-from otafleet import attempts, credentials, names, rollout, versions, windows
+from otafleet import attempts, credentials, names, plans, rollout, versions, windows
 from otafleet.models import (
     PLATFORMS,
     Catalog,
@@ -47,6 +47,7 @@ from otafleet.models import (
     Window,
 )
 from otafleet.protocol import is_device_mac, normalise_mac, not_a_device
+from otafleet.service import utc_now
 from otafleet.storage.catalog import CatalogStore, TrackChange
 from otafleet.storage.devices import DeviceStore
 from otafleet.storage.errors import Conflict, NotFound
@@ -173,10 +174,11 @@ def distribution(devices: Iterable[Device]) -> tuple[ProductVersions, ...]:
 
 
 class Fleet:
-    def __init__(self, devices: DeviceStore | None, catalog: CatalogStore) -> None:
+    def __init__(self, devices: DeviceStore | None, catalog: CatalogStore, clock: Callable[[], str] = utc_now) -> None:
         # The publish function promotes releases with only the catalog (it has no access to devices).
         self._devices = devices
         self.catalog_store = catalog
+        self.clock = clock
 
     @property
     def devices_store(self) -> DeviceStore:
@@ -308,7 +310,79 @@ class Fleet:
                     "it would halt again at once; resume with --reset-counts, or raise --max-failure-rate "
                     "with `channel set`"
                 )
-            return replace(current, state=TrackState.ACTIVE), reset_counts
+            if current.plan is not None and current.plan.aborted:
+                raise FleetError(
+                    f"the plan of {product}/{channel} {kind.value} {current.version} was aborted; start a new one "
+                    f"with `otafleet rollout start`, or steer by hand with `otafleet channel set`"
+                )
+            return plans.resumed(current, self.clock()), reset_counts
+
+        return self._change_track(product, channel, kind, change)
+
+    def start_plan(
+        self,
+        product: str,
+        channel: str,
+        version: str,
+        kind: Kind = Kind.APP,
+        *,
+        stages: tuple[int, ...],
+        soak_seconds: int,
+        min_success: float,
+        max_failure_rate: float | None = None,
+        min_devices: int | None = None,
+        max_offers_per_minute: int | None = None,
+        pace_growth: float = 1.0,
+        max_silence_excess: float | None = None,
+    ) -> TrackStatus:
+        """Point the channel at `version` as a rollout plan: its first stage now, the next ones as the
+        controller finds each stage soaked and successful (plans.py). Starting a plan for the version the
+        channel already rolls out keeps its counts and moves it to the plan's first stage that is not
+        below its current percentage (raising a stage only adds devices; a plan never takes any away)."""
+        check_name("channel", channel)
+        _check_thresholds(max_failure_rate, min_devices, max_silence_excess)
+        if max_offers_per_minute is not None and max_offers_per_minute < 0:
+            raise FleetError(f"max offers per minute must be 0 (no limit) or more, not {max_offers_per_minute}")
+        try:
+            plan = plans.new_plan(stages, soak_seconds, min_success, now=self.clock(), pace_growth=pace_growth)
+        except plans.InvalidPlan as bad:
+            raise FleetError(str(bad)) from None
+
+        def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
+            _offerable(catalog, kind, version)
+            if current is not None and current.version == version and current.state is not TrackState.ACTIVE:
+                raise FleetError(
+                    f"{product}/{channel} {kind.value} {version} is {current.state.value}; resume or roll it back "
+                    "before starting a plan for it"
+                )
+            at = plan
+            if current is not None and current.version == version:
+                at = replace(plan, stage=next((i for i, p in enumerate(plan.stages) if p >= current.percent), 0))
+            track, reset = rollout.pointed(
+                current,
+                version,
+                at.percent,
+                max_failure_rate,
+                min_devices,
+                max_offers_per_minute,
+                max_silence_excess=max_silence_excess,
+            )
+            return plans.started(track, at), reset
+
+        return self._change_track(product, channel, kind, change, need_track=False)
+
+    def abort(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
+        """Stop a plan for good: the rollout is halted where it stands."""
+
+        def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
+            assert current is not None
+            if current.plan is None or current.plan.aborted or current.plan.completed:
+                what = "has no plan" if current.plan is None else "has no plan running"
+                raise FleetError(
+                    f"{product}/{channel} {kind.value} {current.version} {what}; "
+                    "use `otafleet channel pause` or `channel rollback`"
+                )
+            return plans.aborted(current), False
 
         return self._change_track(product, channel, kind, change)
 

@@ -130,6 +130,34 @@ COUNTERS = ("ok", "fail", "unknown", "silent")
 
 
 @dataclass(frozen=True)
+class Plan:
+    """A staged rollout that advances itself (plans.py has the rules): the rollout runs at
+    `stages[stage]` percent; once that stage has soaked for `soak_seconds` and its devices meet the
+    success bar, the controller moves it to the next stage, and after the last one marks it complete."""
+
+    stages: tuple[int, ...]  # ascending percentages, the last one 100
+    soak_seconds: int
+    min_success: float  # share of the judged devices that must have installed (0-1)
+    stage: int = 0
+    stage_started: str = ""  # when the current stage began (or was last resumed)
+    # At each advance the rollout's pace (max offers per minute) is multiplied by this (1: constant).
+    pace_growth: float = 1.0
+    completed: str | None = None  # when the last stage met the bar: nothing automatic is left to do
+    # The control group's silence rate when the plan last advanced: the background to judge silence
+    # against once the rollout covers the channel and no control group is left.
+    control_silence: float = 0.0
+    aborted: bool = False  # stopped by an operator for good: halted, and never resumed as a plan
+
+    @property
+    def last(self) -> bool:
+        return self.stage >= len(self.stages) - 1
+
+    @property
+    def percent(self) -> int:
+        return self.stages[self.stage]
+
+
+@dataclass(frozen=True)
 class Track:
     """What a channel serves for one kind of image, possibly as a staged rollout."""
 
@@ -153,6 +181,7 @@ class Track:
     rev: int = 0
     # Pacing: at most this many images handed over per minute (exactly, under concurrency); None: no limit.
     max_offers_per_minute: int | None = None
+    plan: Plan | None = None  # set by `otafleet rollout start`: the controller moves `percent` along it
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,20 @@ def offered_group(track: Track) -> Group:
     return Group(track.successes + track.failures + track.unknowns + track.silents, track.silents)
 
 
+def members(devices: Iterable[Device], *, product: str, channel: str, kind: Kind) -> list[Device]:
+    """The devices a channel's track for `kind` governs: assigned to it, not blocked, not pinned."""
+    return [
+        d
+        for d in devices
+        if d.assigned
+        and d.product == product
+        and d.channel == channel
+        and not d.blocked
+        and kind not in d.pins
+        and is_device_mac(d.mac)
+    ]
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the channel's device records say about one rollout beyond its counters."""
@@ -131,19 +145,10 @@ def observe(
     that follow it for `kind`, lie outside its buckets (so they are never offered the release, whatever
     they do) and checked in since its first offer; each is silent once its own quiet limit has passed
     since its last check that counted."""
-    members = [
-        d
-        for d in devices
-        if d.assigned
-        and d.product == product
-        and d.channel == channel
-        and not d.blocked
-        and kind not in d.pins
-        and is_device_mac(d.mac)
-    ]
+    governed = members(devices, product=product, channel=channel, kind=kind)
     attempts = [
         a
-        for d in members
+        for d in governed
         if (a := d.attempts.get(kind)) is not None and a.version == track.version and a.channel == channel
     ]
     offered = [a for a in attempts if a.trusted]
@@ -153,7 +158,7 @@ def observe(
         return Observation(0, 0, Group(0, 0), None)
     since, at = epoch(start), epoch(now)
     seen = silent = 0
-    for d in members:
+    for d in governed:
         a = d.attempts.get(kind)
         # The last check that counted (rhythm.last): a forged 401 never makes a device look alive.
         if (a is not None and a.version == track.version) or d.rhythm is None or not trusted(d):
@@ -234,8 +239,29 @@ def target(track: Track, mac: str, product: str, kind: Kind, runs_new: Callable[
         return track.previous, f"rollout of {track.version} is {state.value}; previous {track.previous}"
     b = bucket(mac, product, kind, track.version)
     if in_rollout(mac, product, kind, track.version, track.percent):
-        return track.version, f"bucket {b} < {track.percent}% → new {track.version}"
-    return track.previous, f"bucket {b} ≥ {track.percent}% → previous {track.previous}"
+        return track.version, f"bucket {b} < {track.percent}% → new {track.version}{plan_position(track, b)}"
+    return track.previous, f"bucket {b} ≥ {track.percent}% → previous {track.previous}{plan_position(track, b)}"
+
+
+def stage_of(b: int, stages: tuple[int, ...]) -> int:
+    """The index of the first stage whose percentage includes bucket `b` (len(stages) if none does)."""
+    for i, percent in enumerate(stages):
+        if b < percent * (BUCKETS // 100):
+            return i
+    return len(stages)
+
+
+def plan_position(track: Track, b: int) -> str:
+    """Where a device with bucket `b` stands in the track's plan, for the target's reason."""
+    plan = track.plan
+    if plan is None:
+        return ""
+    mine = stage_of(b, plan.stages)
+    where = f"; plan at stage {plan.stage + 1} of {len(plan.stages)}, this device's is stage {mine + 1}"
+    where += f" ({plan.stages[mine]}%)" if mine < len(plan.stages) else ""
+    if mine > plan.stage and not plan.aborted:
+        where += ": offered when the plan reaches it"
+    return where
 
 
 # --- channel changes -----------------------------------------------------------------------------
@@ -252,15 +278,17 @@ def pointed(
 ) -> tuple[Track, bool]:
     """The track after pointing a channel at `version` (`channel set`, or promotion on upload), and
     whether its counters start from zero. The same version again changes only the percentage, the
-    thresholds and the pace; a new one starts a new rollout whose fallback is the channel's last good
-    release. A setting given as None keeps the current one; a pace of 0 removes the limit."""
+    thresholds and the pace (and ends a plan: the operator steers by hand now); a new one starts a new
+    rollout whose fallback is the channel's last good release. A setting given as None keeps the current
+    one; a pace of 0 removes the limit."""
     defaults = current or Track(version)
     rate = defaults.max_failure_rate if max_failure_rate is None else max_failure_rate
     minimum = defaults.min_devices if min_devices is None else min_devices
     pace = defaults.max_offers_per_minute if max_offers_per_minute is None else (max_offers_per_minute or None)
     excess = defaults.max_silence_excess if max_silence_excess is None else max_silence_excess
     if current is not None and current.version == version:
-        changed = replace(current, percent=percent, max_failure_rate=rate, min_devices=minimum)
+        # An operator setting the percentage by hand takes the rollout over from its plan, if it had one.
+        changed = replace(current, percent=percent, max_failure_rate=rate, min_devices=minimum, plan=None)
         return replace(changed, max_offers_per_minute=pace, max_silence_excess=excess), False
     previous = last_good(current)
     track = Track(

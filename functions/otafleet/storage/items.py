@@ -18,6 +18,7 @@ from otafleet.models import (
     Delivery,
     Device,
     Kind,
+    Plan,
     Product,
     Release,
     ReleaseState,
@@ -138,7 +139,40 @@ def track_to_map(t: Track) -> Item:
             "rollback": t.rollback,
             "rev": t.rev,
             "pace": t.max_offers_per_minute,
+            "plan": plan_to_map(t.plan) if t.plan else None,
         }
+    )
+
+
+def plan_to_map(p: Plan) -> Item:
+    return _clean(
+        {
+            "stages": list(p.stages),
+            "soak": p.soak_seconds,
+            "min_success": Decimal(str(p.min_success)),
+            "stage": p.stage,
+            "stage_started": p.stage_started,
+            "pace_growth": Decimal(str(p.pace_growth)),
+            "completed": p.completed,
+            "control_silence": Decimal(str(p.control_silence)),
+            "aborted": p.aborted or None,
+        }
+    )
+
+
+def plan_from_map(m: Item | None) -> Plan | None:
+    if not m:
+        return None
+    return Plan(
+        stages=tuple(_int(s) for s in m["stages"]),
+        soak_seconds=_int(m.get("soak")),
+        min_success=float(m.get("min_success", 0)),
+        stage=_int(m.get("stage")),
+        stage_started=m.get("stage_started", ""),
+        pace_growth=float(m.get("pace_growth", 1)),
+        completed=m.get("completed"),
+        control_silence=float(m.get("control_silence", 0)),
+        aborted=bool(m.get("aborted", False)),
     )
 
 
@@ -159,6 +193,7 @@ def track_from_map(m: Item, kind: Kind, counters: Item) -> Track:
         max_silence_excess=float(m.get("max_silence_excess", Track.max_silence_excess)),
         rev=_int(m.get("rev")),
         max_offers_per_minute=_int(m["pace"]) if m.get("pace") else None,
+        plan=plan_from_map(m.get("plan")),
     )
 
 
