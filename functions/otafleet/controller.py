@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otafleet import attempts, decision, halts, rollout
+from otafleet import attempts, decision, halts, plans, rollout
 from otafleet.config import Settings
 from otafleet.decision import Policy
 from otafleet.models import AttemptState, Catalog, Device, Kind, Track, TrackState
 from otafleet.observability import count, logger
 from otafleet.rhythm import epoch
 from otafleet.service import utc_now
-from otafleet.storage.catalog import CatalogStore
+from otafleet.storage.catalog import CatalogStore, TrackChange
 from otafleet.storage.devices import DeviceStore
 from otafleet.storage.errors import Conflict, StorageUnavailable
 
@@ -60,11 +60,25 @@ class Halted:
 
 
 @dataclass(frozen=True)
+class Moved:
+    """A plan the run moved along: to its next stage, or to complete."""
+
+    product: str
+    channel: str
+    kind: Kind
+    version: str
+    action: plans.Action  # ADVANCE or COMPLETE
+    percent: int  # the rollout's percentage after the move
+    why: str
+
+
+@dataclass(frozen=True)
 class RunReport:
     at: str
     silenced: tuple[Silenced, ...] = ()
     halted: tuple[Halted, ...] = ()
     faults: tuple[str, ...] = ()
+    moved: tuple[Moved, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,9 @@ class RolloutStatus:
     track: Track
     observation: rollout.Observation
     silence: rollout.SilenceTest
+    stages: tuple[plans.StageTally, ...]  # the plan's stages (one for a rollout without a plan)
+    step: plans.Step  # what the plan does next
+    at: str  # when this was seen
 
     @property
     def state(self) -> TrackState:
@@ -92,6 +109,8 @@ class RolloutStatus:
             return f"halts: failure rate {rollout.failure_rate(t):.1%} > {t.max_failure_rate:.1%}"
         if self.silence.halts:
             return f"halts on silence: {self.silence.why}"
+        if self.step.action is not plans.Action.NONE:
+            return f"{self.step.action.value}: {self.step.why}"
         return f"continues: {self.silence.why}"
 
 
@@ -117,6 +136,7 @@ class Controller:
         policy = self.policy()
         silenced: list[Silenced] = []
         halted: list[Halted] = []
+        moved: list[Moved] = []
         faults: list[str] = []
         self._products.clear()
         try:
@@ -126,15 +146,23 @@ class Controller:
         for product in products:
             try:
                 silenced += self._silence_due(product, now, policy)
-                halted += self._halt_due(product, now, policy)
+                halted_now, moved_now = self._rollouts_due(product, now, policy)
+                halted += halted_now
+                moved += moved_now
             except StorageUnavailable as fault:  # the next run picks up where this one stopped
                 logger().error("controller fault", extra={"product": product, "error": str(fault)})
                 faults.append(f"{product}: {fault}")
         self._products.clear()
-        report = RunReport(now, tuple(silenced), tuple(halted), tuple(faults))
+        report = RunReport(now, tuple(silenced), tuple(halted), tuple(faults), tuple(moved))
         logger().info(
             "controller run",
-            extra={"at": now, "silenced": len(silenced), "halted": len(halted), "faults": len(faults)},
+            extra={
+                "at": now,
+                "silenced": len(silenced),
+                "halted": len(halted),
+                "moved": len(moved),
+                "faults": len(faults),
+            },
         )
         return report
 
@@ -185,11 +213,12 @@ class Controller:
         with contextlib.suppress(Conflict):  # it changed since: the device checked in
             self.devices.clear_watch(device)
 
-    def _halt_due(self, product: str, now: str, policy: Policy) -> list[Halted]:
+    def _rollouts_due(self, product: str, now: str, policy: Policy) -> tuple[list[Halted], list[Moved]]:
+        """Halt the rollouts the halt rules call for; move the others' plans along where they are due."""
         catalog = self.catalog.load(product, fresh=True)  # the counts the silences above just moved
         if catalog is None:
-            return []
-        halted = []
+            return [], []
+        halted, moved = [], []
         for channel in sorted(catalog.channels.values(), key=lambda c: c.name):
             for kind, track in sorted(channel.tracks.items(), key=lambda kt: kt[0].value):
                 rule, why = "", ""
@@ -200,9 +229,93 @@ class Controller:
                     test = self._silence_test(catalog, channel.name, kind, track, now, policy)
                     if test.halts:
                         rule, why = "silence", test.why
-                if rule and self._halt(product, channel.name, kind, track, rule, why):
-                    halted.append(Halted(product, channel.name, kind, track.version, rule, why))
-        return halted
+                if rule:
+                    if self._halt(product, channel.name, kind, track, rule, why):
+                        halted.append(Halted(product, channel.name, kind, track.version, rule, why))
+                elif plans.due(track, now):
+                    move = self._move(catalog, channel.name, kind, track, now, policy)
+                    if move is not None:
+                        moved.append(move)
+        return halted, moved
+
+    def _move(self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy) -> Moved | None:
+        """Advance or complete a plan whose stage has soaked, if its devices meet the bar: one write
+        conditional on the revision judged (another run, a check's halt or an operator's change since
+        makes it lose, and the next run judges afresh)."""
+        step = self._step(catalog, channel, kind, track, now, policy)
+        if step.action is plans.Action.ADVANCE:
+            seen = self._observe(catalog, channel, kind, track, now, policy)
+            moved = plans.advanced(track, now, self._control_rate(track, seen))
+        elif step.action is plans.Action.COMPLETE:
+            moved = plans.completed(track, now)
+        else:
+            return None
+        product = catalog.product.name
+        try:
+            self.catalog.put_track(TrackChange(product, channel, kind, moved, expect=track))
+        except Conflict:
+            return None
+        count("RolloutStagesAdvanced" if step.action is plans.Action.ADVANCE else "RolloutsCompleted")
+        logger().warning(
+            "rollout advanced" if step.action is plans.Action.ADVANCE else "rollout completed",
+            extra={
+                "product": product,
+                "channel": channel,
+                "kind": kind.value,
+                "version": track.version,
+                "from_percent": track.percent,
+                "percent": moved.percent,
+                "why": step.why,
+                "successes": track.successes,
+                "failures": track.failures,
+                "unknowns": track.unknowns,
+                "silents": track.silents,
+            },
+        )
+        return Moved(product, channel, kind, track.version, step.action, moved.percent, step.why)
+
+    def _step(self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy) -> plans.Step:
+        if not plans.due(track, now):  # nothing to read the fleet for
+            return plans.next_step(track, now, control=None, eligible=0, pending=0)
+        seen = self._observe(catalog, channel, kind, track, now, policy)
+        stages = self._tally(catalog, channel, kind, track, now, policy)
+        return plans.next_step(
+            track,
+            now,
+            control=self._control_rate(track, seen),
+            eligible=plans.eligible_now(stages, track),
+            pending=seen.pending,
+        )
+
+    @staticmethod
+    def _control_rate(track: Track, seen: rollout.Observation) -> float | None:
+        return seen.control.rate if seen.control.devices >= track.min_devices else None
+
+    def _tally(
+        self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy
+    ) -> tuple[plans.StageTally, ...]:
+        product = catalog.product
+        return plans.tally(
+            self._devices_of(product.name),
+            product=product.name,
+            channel=channel,
+            kind=kind,
+            track=track,
+            trusted=self._trust(product.auth_required, now, policy),
+        )
+
+    def _devices_of(self, product: str) -> list[Device]:
+        if product not in self._products:  # once per product and run
+            self._products[product] = list(self.devices.product_devices(product))
+        return self._products[product]
+
+    @staticmethod
+    def _trust(auth_required: bool, now: str, policy: Policy) -> Callable[[Device], bool]:
+        def trusted(device: Device) -> bool:
+            # A device of a product that requires auth only counts through authenticated checks.
+            return decision.trusted(device, auth_required, now=now, policy=policy)
+
+        return trusted
 
     def _silence_test(
         self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy
@@ -213,22 +326,15 @@ class Controller:
         self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy
     ) -> rollout.Observation:
         product = catalog.product
-        if product.name not in self._products:  # once per product and run
-            self._products[product.name] = list(self.devices.product_devices(product.name))
-
-        def trusted(device: Device) -> bool:
-            # A device of a product that requires auth only counts through authenticated checks.
-            return decision.trusted(device, product.auth_required, now=now, policy=policy)
-
         return rollout.observe(
-            self._products[product.name],
+            self._devices_of(product.name),
             product=product.name,
             channel=channel,
             kind=kind,
             track=track,
             now=now,
             silence=policy.silence,
-            trusted=trusted,
+            trusted=self._trust(product.auth_required, now, policy),
         )
 
     def _halt(self, product: str, channel: str, kind: Kind, track: Track, rule: str, why: str) -> bool:
@@ -249,7 +355,16 @@ class Controller:
         found = []
         for kind, track in sorted(ch.tracks.items(), key=lambda kt: kt[0].value):
             seen = self._observe(catalog, channel, kind, track, now, policy)
-            found.append(RolloutStatus(product, channel, kind, track, seen, rollout.silence_test(track, seen.control)))
+            stages = self._tally(catalog, channel, kind, track, now, policy)
+            step = plans.next_step(
+                track,
+                now,
+                control=self._control_rate(track, seen),
+                eligible=plans.eligible_now(stages, track),
+                pending=seen.pending,
+            )
+            test = rollout.silence_test(track, seen.control)
+            found.append(RolloutStatus(product, channel, kind, track, seen, test, stages, step, now))
         self._products.clear()
         return found
 
@@ -279,6 +394,18 @@ def summary(report: RunReport) -> dict[str, Any]:
                 "why": h.why,
             }
             for h in report.halted
+        ],
+        "moved": [
+            {
+                "product": m.product,
+                "channel": m.channel,
+                "kind": m.kind.value,
+                "version": m.version,
+                "action": m.action.value,
+                "percent": m.percent,
+                "why": m.why,
+            }
+            for m in report.moved
         ],
         "faults": list(report.faults),
     }
