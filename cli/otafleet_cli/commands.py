@@ -5,19 +5,21 @@ All the fleet logic lives in `otafleet.fleet`; these only call it and print.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from otafleet import windows
+from otafleet import plans, windows
 from otafleet.controller import summary
 from otafleet.fleet import TrackStatus, parse_mac
 from otafleet.models import Delivery, Kind, Window
 from otafleet.protocol import MODES
 from otafleet_cli import views
-from otafleet_cli.output import Output, fields
+from otafleet_cli.output import Output, fields, jsonable
 from otafleet_cli.stack import CliError, Connection
 
 EXPLAIN_MODES = tuple(sorted(MODES - {"version"}))
@@ -191,9 +193,56 @@ def rollout_tick(conn: Connection, args: Any, out: Output) -> int:
 
 def rollout_status(conn: Connection, args: Any, out: Output) -> int:
     conn.fleet.channel_status(args.product, args.channel)  # a clear error for an unknown product/channel
-    statuses = conn.controller.status(args.product, args.channel)
-    out.emit([views.rollout_dict(s) for s in statuses], views.rollout_text(statuses))
-    return 0
+    refreshes = 0
+    while True:
+        statuses = conn.controller.status(args.product, args.channel)
+        if args.watch is None:
+            out.emit([views.rollout_dict(s) for s in statuses], views.rollout_text(statuses))
+            return 0
+        if out.as_json:  # one JSON document per line and refresh, for scripts that follow it
+            out.line(json.dumps(jsonable([views.rollout_dict(s) for s in statuses]), ensure_ascii=False))
+        else:
+            clear = "\x1b[H\x1b[2J" if out.stdout.isatty() else ""
+            out.line(
+                f"{clear}{args.product}/{args.channel} at {statuses[0].at if statuses else '-'}, "
+                f"every {args.watch:g} s (Ctrl-C stops)\n{views.rollout_text(statuses)}"
+            )
+        refreshes += 1
+        if args.iterations and refreshes >= args.iterations:
+            return 0
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+
+
+def rollout_start(conn: Connection, args: Any, out: Output) -> int:
+    try:
+        stages = plans.parse_stages(args.stages)
+        soak = plans.parse_duration(args.soak)
+    except plans.InvalidPlan as bad:
+        raise CliError(str(bad)) from None
+    status = conn.fleet.start_plan(
+        args.product,
+        args.channel,
+        args.version,
+        _kind(args),
+        stages=stages,
+        soak_seconds=soak,
+        min_success=args.min_success / 100,
+        max_failure_rate=None if args.max_failure is None else args.max_failure / 100,
+        min_devices=args.min_devices,
+        max_offers_per_minute=args.max_offers_per_minute,
+        pace_growth=args.pace_growth,
+        max_silence_excess=None if args.max_silence_excess is None else args.max_silence_excess / 100,
+    )
+    code = _show_tracks(out, [status])
+    out.note(f"`otafleet rollout status {args.product} {args.channel} --watch` follows it")
+    return code
+
+
+def rollout_abort(conn: Connection, args: Any, out: Output) -> int:
+    return _show_tracks(out, [conn.fleet.abort(args.product, args.channel, _kind(args))])
 
 
 # --- devices ----------------------------------------------------------------------------------------

@@ -195,7 +195,63 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(window, "clear", commands.window_clear, "remove a product's (or a channel's) window")
     p.add_argument("product", metavar="PRODUCT")
     p.add_argument("--channel", help="the window of one channel")
-    rollout_group = nested("rollout", "the rollout controller: silence, halts")
+    rollout_group = nested("rollout", "rollout plans and the rollout controller: stages, silence, halts")
+    p = command(
+        rollout_group,
+        "start",
+        commands.rollout_start,
+        "roll a release out in stages that advance by themselves",
+        description=(
+            "Point channel C of product P at release VERSION as a rollout plan: the first stage's share of the "
+            "channel now; each next stage once the current one has soaked for --soak and its devices meet "
+            "--min-success (installed over judged and pending; silence counts beyond the control group's). "
+            "It halts by itself on --max-failure or on excess silence. Raising a stage only adds devices. "
+            "`rollout pause|resume|rollback|abort` act on it; `channel set` takes it over by hand."
+        ),
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("channel", metavar="CHANNEL")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--fs", action="store_true", help="the channel's filesystem image, not its application")
+    p.add_argument("--stages", default="1,10,50,100", help="percentages of the channel (default 1,10,50,100)")
+    p.add_argument("--soak", default="2h", help="time each stage runs before it may advance (default 2h)")
+    p.add_argument(
+        "--min-success", type=float, default=95.0, metavar="PERCENT", help="success bar to advance (default 95)"
+    )
+    p.add_argument(
+        "--max-failure", type=float, metavar="PERCENT", help="halt when failures / outcomes exceeds this (default 20)"
+    )
+    p.add_argument("--min-devices", type=int, metavar="N", help="devices judged before a bar applies (default 10)")
+    p.add_argument("--max-offers-per-minute", type=int, metavar="N", help="pace: at most N images handed over a minute")
+    p.add_argument(
+        "--pace-growth",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply the pace by this at each stage advance (default 1: constant)",
+    )
+    p.add_argument(
+        "--max-silence-excess",
+        type=float,
+        metavar="PERCENT",
+        help="halt when the silent share exceeds the control group's by more than this (default 10)",
+    )
+    for name, handler, text in (
+        ("pause", commands.channel_pause, "pause the rollout: its plan waits, no new device is offered the release"),
+        ("resume", commands.channel_resume, "resume a paused or halted rollout; its stage soaks afresh"),
+        ("rollback", commands.channel_rollback, "point the channel back at its previous release; the plan ends"),
+        ("abort", commands.rollout_abort, "stop the plan for good: halted where it stands"),
+    ):
+        p = command(rollout_group, name, handler, text)
+        p.add_argument("product", metavar="PRODUCT")
+        p.add_argument("channel", metavar="CHANNEL")
+        p.add_argument("--fs", action="store_true", help="the filesystem image's rollout")
+        if name == "resume":
+            p.add_argument(
+                "--reset-counts",
+                action="store_true",
+                help="start the outcome counts from zero (needed when the failure rate is still over its threshold)",
+            )
     command(
         rollout_group,
         "tick",
@@ -213,9 +269,23 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         commands.rollout_status,
         "a channel's rollouts: offered, installed, failed, unknown, silent, pending, control-group silence",
+        description=(
+            "Each rollout of the channel with its plan's stages (eligible, offered, installed, failed, unknown, "
+            "silent, pending, a progress bar of the judged devices), the control group's silence, time in stage "
+            "and the next automatic action. --watch refreshes it (with --json: one JSON line per refresh)."
+        ),
     )
     p.add_argument("product", metavar="PRODUCT")
     p.add_argument("channel", metavar="CHANNEL")
+    p.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=5.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 5) until Ctrl-C",
+    )
+    p.add_argument("--iterations", type=int, default=0, metavar="N", help="with --watch: stop after N refreshes")
 
     device = nested("device", "assign, block and inspect devices")
     p = command(device, "assign", commands.device_assign, "register a device or move it to a product/channel")

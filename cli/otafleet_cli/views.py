@@ -11,13 +11,13 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from otafleet import rollout, windows
+from otafleet import plans, rollout, windows
 from otafleet.controller import RolloutStatus, RunReport
 from otafleet.decision import Decision
 from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
 from otafleet.models import Attempt, Channel, Device, Kind, Product, Release, TrackState
 from otafleet.protocol import is_device_mac, not_a_device
-from otafleet.rhythm import LEARNED_AFTER, learned
+from otafleet.rhythm import LEARNED_AFTER, epoch, learned
 from otafleet_cli.output import duration, fields, jsonable, percent, table
 
 # --- products ---------------------------------------------------------------------------------------
@@ -251,9 +251,42 @@ def tick_text(report: RunReport) -> str:
         lines.append(f"  silent   {x.mac}  {x.kind.value} {x.version} on {where}{counted}")
     for h in report.halted:
         lines.append(f"  HALTED   {h.product}/{h.channel} {h.kind.value} {h.version} on {h.rule}: {h.why}")
-    if not report.silenced and not report.halted:
-        lines.append("  nothing to do: no offer past its silence deadline, no rollout over a threshold")
+    for m in report.moved:
+        what = "advanced" if m.action is plans.Action.ADVANCE else "complete"
+        lines.append(f"  {what:<8} {m.product}/{m.channel} {m.kind.value} {m.version} at {m.percent}%: {m.why}")
+    if not report.silenced and not report.halted and not report.moved:
+        lines.append("  nothing to do: no offer past its silence deadline, no rollout to halt or to advance")
     return "\n".join(lines)
+
+
+def plan_dict(s: RolloutStatus) -> dict[str, Any] | None:
+    plan = s.track.plan
+    if plan is None:
+        return None
+    return {
+        "stages": list(plan.stages),
+        "stage": plan.stage + 1,
+        "soak_seconds": plan.soak_seconds,
+        "min_success": plan.min_success,
+        "stage_started": plan.stage_started,
+        "seconds_in_stage": seconds_between(plan.stage_started, s.at),
+        "pace_growth": plan.pace_growth,
+        "completed": plan.completed,
+        "aborted": plan.aborted,
+    }
+
+
+def stage_dict(t: plans.StageTally) -> dict[str, Any]:
+    return {
+        "percent": t.percent,
+        "eligible": t.eligible,
+        "offered": t.offered,
+        "installed": t.installed,
+        "failed": t.failed,
+        "unknown": t.unknown,
+        "silent": t.silent,
+        "pending": t.pending,
+    }
 
 
 def rollout_dict(s: RolloutStatus) -> dict[str, Any]:
@@ -275,6 +308,7 @@ def rollout_dict(s: RolloutStatus) -> dict[str, Any]:
         "failure_rate": rollout.failure_rate(t),
         "max_failure_rate": t.max_failure_rate,
         "min_devices": t.min_devices,
+        "max_offers_per_minute": t.max_offers_per_minute,
         "control": {
             "since": seen.window_start,
             "devices": seen.control.devices,
@@ -291,8 +325,50 @@ def rollout_dict(s: RolloutStatus) -> dict[str, Any]:
             "halts": test.halts,
             "why": test.why,
         },
+        "plan": plan_dict(s),
+        "stages": [stage_dict(x) for x in s.stages],
+        "next": {"action": s.step.action.value, "at": s.step.at, "why": s.step.why},
         "verdict": s.verdict,
+        "at": s.at,
     }
+
+
+def bar(done: int, total: int, width: int = 20) -> str:
+    """`[#######-------------]`: how much of a stage's devices are judged."""
+    filled = round(width * done / total) if total else 0
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def stages_table(s: RolloutStatus) -> str:
+    plan = s.track.plan
+    rows = []
+    for i, x in enumerate(s.stages):
+        if plan is None:
+            where = "now"
+        elif plan.completed or i < plan.stage:
+            where = "done"
+        elif i == plan.stage:
+            where = "now"
+        else:
+            where = "next" if i == plan.stage + 1 else ""
+        judged = x.installed + x.failed + x.unknown + x.silent
+        rows.append(
+            [
+                f"{i + 1}" if plan else "-",
+                f"{x.percent}%",
+                where,
+                x.eligible,
+                x.offered,
+                x.installed,
+                x.failed,
+                x.unknown,
+                x.silent,
+                x.pending,
+                f"{bar(judged, x.eligible)} {judged}/{x.eligible}",
+            ]
+        )
+    headers = ["STAGE", "PERCENT", "", "ELIGIBLE", "OFFERED", "INSTALLED", "FAILED", "UNKNOWN", "SILENT", "PENDING"]
+    return table([*headers, "JUDGED"], rows)
 
 
 def rollout_text(statuses: Sequence[RolloutStatus]) -> str:
@@ -318,11 +394,29 @@ def rollout_text(statuses: Sequence[RolloutStatus]) -> str:
             ]
         )
     headers = ["KIND", "VERSION", "PERCENT", "STATE", "OFFERED", "INSTALLED", "FAILED", "UNKNOWN", "SILENT"]
-    lines = [table([*headers, "PENDING", "CONTROL SILENT"], rows), ""]
+    lines = [table([*headers, "PENDING", "CONTROL SILENT"], rows)]
     for s in statuses:
+        lines.append("")
+        plan = s.track.plan
+        head = f"{s.kind.value} {s.track.version}"
+        if plan is not None:
+            soak = duration(plan.soak_seconds)
+            in_stage = duration(seconds_between(plan.stage_started, s.at))
+            head += (
+                f": plan {','.join(map(str, plan.stages))} %, soak {soak}, success bar {percent(plan.min_success)};"
+                f" stage {plan.stage + 1} of {len(plan.stages)} for {in_stage}"
+            )
+        lines += [head, stages_table(s)]
+        if plan is not None:
+            at = f" at {s.step.at}" if s.step.at else ""
+            lines.append(f"next: {s.step.action.value}{at} ({s.step.why})")
         since = f" (control group since {s.observation.window_start})" if s.observation.window_start else ""
-        lines.append(f"{s.kind.value} {s.track.version}: {s.verdict}{since}")
+        lines.append(f"verdict: {s.verdict}{since}")
     return "\n".join(lines)
+
+
+def seconds_between(start: str | None, end: str) -> int | None:
+    return epoch(end) - epoch(start) if start else None
 
 
 # --- devices ----------------------------------------------------------------------------------------
