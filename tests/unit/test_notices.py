@@ -207,9 +207,7 @@ class FakeCatalog:
 
 
 @pytest.mark.parametrize("wins", [True, False])
-def test_halt_announces_only_when_its_conditional_write_won(
-    monkeypatch: pytest.MonkeyPatch, wins: bool
-) -> None:
+def test_halt_announces_only_when_its_conditional_write_won(monkeypatch: pytest.MonkeyPatch, wins: bool) -> None:
     announced: list[tuple[Notice, Settings]] = []
     monkeypatch.setattr(halts, "announce", lambda notice, settings: announced.append((notice, settings)))
     catalog = FakeCatalog(wins)
