@@ -45,8 +45,8 @@ def sns(settings: Settings) -> Any:
     import boto3
     from botocore.config import Config
 
-    # A notice can be published from inside a device's check (the check whose verdict halted a rollout):
-    # the device waits for that answer, so a slow SNS costs it at most a few seconds, and the transition
-    # is written already whatever the publish does.
-    config = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 2, "mode": "standard"})
+    # A notice can be published from inside a device's check (the check whose verdict halted a rollout),
+    # under the update function's 10 s timeout: a hung SNS costs that check at most 2 x (1 + 2) s, and the
+    # transition is written already whatever the publish does.
+    config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"})
     return boto3.client("sns", region_name=settings.region, config=config)
