@@ -35,6 +35,9 @@ class Settings:
     # (e.g. http://192.168.1.20:4566 so a real ESP on the LAN can follow the redirect).
     public_s3_endpoint: str | None = None
     endpoint_url: str | None = None
+    # SNS topic that rollout notices (halted, advanced, completed) go to; None: they are only logged and
+    # counted (the local stack, or a stack deployed without AlarmTopicArn).
+    alarm_topic_arn: str | None = None
 
 
 def _int(name: str, default: int) -> int:
@@ -65,6 +68,7 @@ def load_settings() -> Settings:
         silence_unlearned_hours=_float("SILENCE_UNLEARNED_HOURS", 24.0),
         public_s3_endpoint=os.environ.get("PUBLIC_S3_ENDPOINT") or None,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        alarm_topic_arn=os.environ.get("ALARM_TOPIC_ARN") or None,
     )
 
 

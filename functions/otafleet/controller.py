@@ -338,7 +338,7 @@ class Controller:
         )
 
     def _halt(self, product: str, channel: str, kind: Kind, track: Track, rule: str, why: str) -> bool:
-        return halts.halt(self.catalog, product, channel, kind, track, rule=rule, why=why)
+        return halts.halt(self.catalog, product, channel, kind, track, rule=rule, why=why, settings=self.settings)
 
     # --- what `otafleet rollout status` shows ------------------------------------------------------
 

@@ -3,14 +3,27 @@
 
 from __future__ import annotations
 
+from otafleet.config import Settings
 from otafleet.models import Kind, Track, TrackState
-from otafleet.observability import count, logger
+from otafleet.notices import Notice, announce
 from otafleet.storage.catalog import CatalogStore
 
 
-def halt(catalog: CatalogStore, product: str, channel: str, kind: Kind, track: Track, *, rule: str, why: str) -> bool:
+def halt(
+    catalog: CatalogStore,
+    product: str,
+    channel: str,
+    kind: Kind,
+    track: Track,
+    *,
+    rule: str,
+    why: str,
+    settings: Settings,
+) -> bool:
     """Halt `track` if it is still the active revision whose counts were judged (never over a resume or
-    a reset made since); log and count it when this call made the halt. Storage faults propagate."""
+    a reset made since); announce it (log, metric, alarm topic) only when this call made the halt, so a
+    halt is announced once however many checks and runs judge it. Storage faults of the write propagate;
+    the announcement never raises."""
     halted = catalog.set_track_state(
         product,
         channel,
@@ -21,20 +34,12 @@ def halt(catalog: CatalogStore, product: str, channel: str, kind: Kind, track: T
         expect_rev=track.rev,
     )
     if halted:
-        logger().warning(
-            "rollout halted",
-            extra={
-                "product": product,
-                "channel": channel,
-                "kind": kind.value,
-                "version": track.version,
-                "rule": rule,
-                "why": why,
-                "failures": track.failures,
-                "successes": track.successes,
-                "unknowns": track.unknowns,
-                "silents": track.silents,
-            },
-        )
-        count("RolloutsHalted")
+        details = {
+            "rule": rule,
+            "failures": track.failures,
+            "successes": track.successes,
+            "unknowns": track.unknowns,
+            "silents": track.silents,
+        }
+        announce(Notice("halted", product, channel, kind, track.version, why, details), settings)
     return halted

@@ -196,7 +196,7 @@ class UpdateService:
         rate = rollout.failure_rate(track) or 0.0
         why = f"failure rate {rate:.1%} over {rollout.outcomes(track)} outcomes > {track.max_failure_rate:.1%}"
         try:
-            halts.halt(self.catalog, product, channel, kind, track, rule="failures", why=why)
+            halts.halt(self.catalog, product, channel, kind, track, rule="failures", why=why, settings=self.settings)
         except StorageUnavailable as fault:
             logger().error("rollout halt not written", extra={"product": product, "error": str(fault)})
 

@@ -33,6 +33,7 @@ class World:
         settings = settings or load_settings()
         clients.dynamodb.cache_clear()
         clients.s3.cache_clear()
+        clients.sns.cache_clear()  # a client of an earlier test's mock must not publish into this one
         resources.create(settings, clients.dynamodb(settings), clients.s3(settings))
         return cls(settings, DeviceStore(settings), CatalogStore(settings), BlobStore(settings))
 

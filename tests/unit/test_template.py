@@ -80,10 +80,33 @@ def resources(cfn: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in cfn["Resources"].items() if v["Type"] == type_}
 
 
-def grants(role: dict[str, Any]) -> set[tuple[str, str]]:
-    """(action, resource as JSON) for every Allow in the role's inline policies."""
+NO_VALUE = object()
+
+
+def resolve_conditions(value: Any, conditions: dict[str, bool]) -> Any:
+    """`value` as CloudFormation deploys it when the named conditions have these values: each Fn::If
+    replaced by its branch, AWS::NoValue dropped. A condition not given is an error, so a test never
+    passes by not looking at a branch."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, yes, no = value["Fn::If"]
+            if name not in conditions:
+                raise KeyError(f"the test must say whether {name} holds")
+            return resolve_conditions(yes if conditions[name] else no, conditions)
+        if value == {"Ref": "AWS::NoValue"}:
+            return NO_VALUE
+        out = {k: resolve_conditions(v, conditions) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not NO_VALUE}
+    if isinstance(value, list):
+        return [v for v in (resolve_conditions(item, conditions) for item in value) if v is not NO_VALUE]
+    return value
+
+
+def grants(role: dict[str, Any], conditions: dict[str, bool] | None = None) -> set[tuple[str, str]]:
+    """(action, resource as JSON) for every Allow in the role's inline policies, with the template's
+    conditions resolved as given."""
     out: set[tuple[str, str]] = set()
-    for policy in role["Properties"].get("Policies", []):
+    for policy in resolve_conditions(role["Properties"].get("Policies", []), conditions or {}):
         for statement in policy["PolicyDocument"]["Statement"]:
             assert statement["Effect"] == "Allow"
             actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -134,10 +157,21 @@ def test_functions_never_refer_to_the_bucket_resource(cfn: dict[str, Any]) -> No
 # ------------------------------------------------------------------ functions and their roles
 
 
-def test_update_function_role_is_least_privilege(cfn: dict[str, Any]) -> None:
+# sns:Publish on exactly the alarm topic, and only when the stack has one (rollout notices).
+TOPIC = {"Ref": "AlarmTopicArn"}
+
+
+def notices(has_topic: bool) -> set[tuple[str, str]]:
+    return expected({"sns:Publish"}, [TOPIC]) if has_topic else set()
+
+
+@pytest.mark.parametrize("has_topic", [True, False])
+def test_update_function_role_is_least_privilege(cfn: dict[str, Any], has_topic: bool) -> None:
     role = cfn["Resources"]["UpdateFunctionRole"]
-    assert grants(role) == expected(TABLE_ACTIONS, [table_arn("DevicesTable"), table_arn("CatalogTable")]) | expected(
-        {"s3:GetObject", "s3:GetObjectVersion"}, [object_arn("firmware"), object_arn("filesystem")]
+    assert grants(role, {"HasAlarmTopic": has_topic}) == (
+        expected(TABLE_ACTIONS, [table_arn("DevicesTable"), table_arn("CatalogTable")])
+        | expected({"s3:GetObject", "s3:GetObjectVersion"}, [object_arn("firmware"), object_arn("filesystem")])
+        | notices(has_topic)
     )
     assert set(role["Properties"]["ManagedPolicyArns"]) == MANAGED_POLICIES
 
@@ -151,17 +185,20 @@ def test_publish_function_role_is_least_privilege(cfn: dict[str, Any]) -> None:
     assert set(role["Properties"]["ManagedPolicyArns"]) == MANAGED_POLICIES
 
 
-def test_controller_function_role_is_least_privilege(cfn: dict[str, Any]) -> None:
+@pytest.mark.parametrize("has_topic", [True, False])
+def test_controller_function_role_is_least_privilege(cfn: dict[str, Any], has_topic: bool) -> None:
     """Reads and conditionally updates devices (no PutItem: it never creates one), queries only the two
-    indexes of the devices table, lists products, moves counters and writes halts; no S3 at all."""
+    indexes of the devices table, lists products, moves counters and writes halts, publishes its rollout
+    notices to the alarm topic if there is one; no S3 at all."""
     role = cfn["Resources"]["ControllerFunctionRole"]
     index = {name: {"Fn::Sub": f"${{DevicesTable.Arn}}/index/{name}"} for name in ("open-offers", "by-product")}
-    assert grants(role) == (
+    assert grants(role, {"HasAlarmTopic": has_topic}) == (
         expected({"dynamodb:GetItem", "dynamodb:UpdateItem"}, [table_arn("DevicesTable")])
         | expected({"dynamodb:Query"}, list(index.values()))
         | expected(
             {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, [table_arn("CatalogTable")]
         )
+        | notices(has_topic)
     )
     assert set(role["Properties"]["ManagedPolicyArns"]) == MANAGED_POLICIES
 
@@ -175,14 +212,17 @@ def test_the_controller_runs_on_a_schedule_that_may_only_invoke_it(cfn: dict[str
     assert props["Name"] == {"Fn::Sub": ["otafleet-controller-${Id}", {"Id": BUCKET_ID}]}  # one per stack
     assert props["Target"]["Arn"] == {"Fn::GetAtt": ["ControllerFunction", "Arn"]}
     assert props["Target"]["RetryPolicy"] == {"MaximumRetryAttempts": 0}
+    assert props["FlexibleTimeWindow"] == {"Mode": "OFF"}  # a flexible window would let silences wait longer
     role = cfn["Resources"][props["Target"]["RoleArn"]["Fn::GetAtt"][0]]
     principal = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
     assert principal == {"Service": ["scheduler.amazonaws.com"]}
     assert grants(role) == expected({"lambda:InvokeFunction"}, [{"Fn::GetAtt": ["ControllerFunction", "Arn"]}])
+    assert "ManagedPolicyArns" not in role["Properties"]
     assert cfn["Conditions"]["ControllerEveryMinute"] == {"Fn::Equals": [{"Ref": "ControllerRateMinutes"}, 1]}
 
 
-def test_no_role_grants_wildcards_or_deletes(cfn: dict[str, Any]) -> None:
+@pytest.mark.parametrize("has_topic", [True, False])
+def test_no_role_grants_wildcards_or_deletes(cfn: dict[str, Any], has_topic: bool) -> None:
     roles = resources(cfn, "AWS::IAM::Role")
     assert set(roles) == {
         "UpdateFunctionRole",
@@ -191,7 +231,7 @@ def test_no_role_grants_wildcards_or_deletes(cfn: dict[str, Any]) -> None:
         "ControllerFunctionTickRole",
     }
     for name, role in roles.items():
-        for action, resource in grants(role):
+        for action, resource in grants(role, {"HasAlarmTopic": has_topic}):
             assert resource != '"*"', (name, action)
             assert "*" not in action, (name, action)
             assert "Delete" not in action, (name, action)
@@ -225,6 +265,29 @@ def test_function_configuration(cfn: dict[str, Any]) -> None:
     assert (publish["MemorySize"], publish["Timeout"]) == (1024, 60)
     assert controller["Handler"] == "controller/app.handler"
     assert (controller["MemorySize"], controller["Timeout"]) == (512, 120)
+
+
+def test_the_functions_that_announce_rollout_notices_know_the_alarm_topic(cfn: dict[str, Any]) -> None:
+    """Halts are announced by the update function (a check's verdict) and the controller; the publish
+    function never halts anything, so it gets neither the topic nor sns:Publish."""
+    for name, has in (("UpdateFunction", True), ("ControllerFunction", True), ("PublishFunction", False)):
+        env = cfn["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert (env.get("ALARM_TOPIC_ARN") == TOPIC) is has, name
+        assert ("ALARM_TOPIC_ARN" in env) is has, name
+    publish = cfn["Resources"]["PublishFunctionRole"]
+    assert not [a for a, _ in grants(publish) if a.startswith("sns:")]
+    assert cfn["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+
+
+def test_the_alarm_topic_parameter_takes_a_standard_topic_arn_or_nothing(cfn: dict[str, Any]) -> None:
+    import re
+
+    pattern = re.compile(cfn["Parameters"]["AlarmTopicArn"]["AllowedPattern"])
+    for good in ("", "arn:aws:sns:eu-west-1:123456789012:ops-alarms", "arn:aws-cn:sns:cn-north-1:123456789012:a_b"):
+        assert pattern.fullmatch(good), good
+    # CloudWatch alarms cannot notify a FIFO topic, and a publish to one needs a message group.
+    for bad in ("ops-alarms", "arn:aws:sns:eu-west-1:123456789012:ops.fifo", "arn:aws:sqs:eu-west-1:123456789012:q"):
+        assert not pattern.fullmatch(bad), bad
 
 
 def test_code_uri_is_the_shared_functions_folder(sam: dict[str, Any]) -> None:

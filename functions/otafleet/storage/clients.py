@@ -36,3 +36,17 @@ def s3(settings: Settings, *, public: bool = False) -> Any:
         s3={"addressing_style": "path" if local else "virtual", "us_east_1_regional_endpoint": "regional"},
     )
     return boto3.client("s3", region_name=settings.region, endpoint_url=endpoint, config=config)
+
+
+@lru_cache(maxsize=4)
+def sns(settings: Settings) -> Any:
+    """Only rollout notices use it, a few times a day at most: it is created at the first one, never at a
+    cold start (storage/notifications.py)."""
+    import boto3
+    from botocore.config import Config
+
+    # A notice can be published from inside a device's check (the check whose verdict halted a rollout),
+    # under the update function's 10 s timeout: a hung SNS costs that check at most 2 x (1 + 2) s, and the
+    # transition is written already whatever the publish does.
+    config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"})
+    return boto3.client("sns", region_name=settings.region, config=config)
