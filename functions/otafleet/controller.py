@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otafleet import attempts, decision, halts, plans, rollout
+from otafleet import attempts, decision, halts, notices, plans, rollout
 from otafleet.config import Settings
 from otafleet.decision import Policy
 from otafleet.models import AttemptState, Catalog, Device, Kind, Track, TrackState
@@ -255,23 +255,17 @@ class Controller:
             self.catalog.put_track(TrackChange(product, channel, kind, moved, expect=track))
         except Conflict:
             return None
-        count("RolloutStagesAdvanced" if step.action is plans.Action.ADVANCE else "RolloutsCompleted")
-        logger().warning(
-            "rollout advanced" if step.action is plans.Action.ADVANCE else "rollout completed",
-            extra={
-                "product": product,
-                "channel": channel,
-                "kind": kind.value,
-                "version": track.version,
-                "from_percent": track.percent,
-                "percent": moved.percent,
-                "why": step.why,
-                "successes": track.successes,
-                "failures": track.failures,
-                "unknowns": track.unknowns,
-                "silents": track.silents,
-            },
-        )
+        event = "advanced" if step.action is plans.Action.ADVANCE else "completed"
+        details = {
+            "from_percent": track.percent,
+            "percent": moved.percent,
+            "stage": (moved.plan.stage + 1) if moved.plan else None,
+            "successes": track.successes,
+            "failures": track.failures,
+            "unknowns": track.unknowns,
+            "silents": track.silents,
+        }
+        notices.announce(notices.Notice(event, product, channel, kind, track.version, step.why, details), self.settings)
         return Moved(product, channel, kind, track.version, step.action, moved.percent, step.why)
 
     def _step(self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy) -> plans.Step:

@@ -350,14 +350,15 @@ class Fleet:
 
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
             _offerable(catalog, kind, version)
-            if current is not None and current.version == version and current.state is not TrackState.ACTIVE:
+            again = current if current is not None and current.version == version else None
+            if again and again.state is not TrackState.ACTIVE and not (again.plan and again.plan.aborted):
                 raise FleetError(
-                    f"{product}/{channel} {kind.value} {version} is {current.state.value}; resume or roll it back "
+                    f"{product}/{channel} {kind.value} {version} is {again.state.value}; resume or roll it back "
                     "before starting a plan for it"
                 )
             at = plan
-            if current is not None and current.version == version:
-                at = replace(plan, stage=next((i for i, p in enumerate(plan.stages) if p >= current.percent), 0))
+            if again is not None:
+                at = replace(plan, stage=next((i for i, p in enumerate(plan.stages) if p >= again.percent), 0))
             track, reset = rollout.pointed(
                 current,
                 version,

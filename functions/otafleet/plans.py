@@ -79,8 +79,8 @@ def new_plan(
 
 
 def started(track: Track, plan: Plan) -> Track:
-    """`track` (pointed at the plan's release) running the plan's first stage."""
-    return replace(track, percent=plan.percent, plan=plan)
+    """`track` (pointed at the plan's release) running the plan's current stage."""
+    return replace(track, percent=plan.percent, plan=plan, state=TrackState.ACTIVE)
 
 
 # --- where a plan stands -------------------------------------------------------------------------

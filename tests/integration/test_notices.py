@@ -6,10 +6,9 @@ write and publishes nothing."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-import boto3
 import pytest
 
 from otafleet import halts
@@ -18,26 +17,10 @@ from otafleet.controller import Controller
 from otafleet.models import Kind, Track, TrackState
 from otafleet.service import UpdateService
 from support.devices import esp8266_headers
+from support.topics import Subscription, subscribe
 from support.world import World
 
 MAC = "5C:CF:7F:00:00:51"
-
-
-@dataclass
-class Subscription:
-    """An SQS queue subscribed to the topic (SNS's JSON envelope, not raw delivery)."""
-
-    topic_arn: str
-    queue_url: str
-    sqs: Any
-
-    def received(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while batch := self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
-            for message in batch:
-                out.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return out
 
 
 @pytest.fixture
@@ -52,13 +35,7 @@ def door(world: World) -> World:
 
 @pytest.fixture
 def topic(door: World) -> Subscription:
-    region = door.settings.region
-    sns, sqs = boto3.client("sns", region_name=region), boto3.client("sqs", region_name=region)
-    topic_arn = sns.create_topic(Name="otafleet-alarms")["TopicArn"]
-    queue_url = sqs.create_queue(QueueName="operators")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
-    return Subscription(topic_arn, queue_url, sqs)
+    return subscribe(door.settings.region)
 
 
 def with_topic(world: World, topic: Subscription) -> Settings:
