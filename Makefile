@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 export UV_TOOL_DIR := $(CURDIR)/$(TOOLS)/uv-tools
 export UV_TOOL_BIN_DIR := $(CURDIR)/$(TOOLS)/bin
 
-.PHONY: help setup run test test-fast lint typecheck pytest template-check checkov sam-build workflow-lint load bench build deploy clean
+.PHONY: help setup setup-run run test test-fast lint typecheck pytest template-check checkov sam-build workflow-lint load bench build deploy clean
 
 help:
 	@echo "make run    start the local stack with demo data (http://127.0.0.1:3000)"
@@ -35,11 +35,24 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)/uv
 	$(TOOLS)/uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# One .venv, two installs of the locked versions (uv.lock), each with its own stamp:
+# - `make run` needs only the project, its runtime dependencies and the `local` extra. `--inexact` leaves
+#   anything else alone, so after `make test` it changes nothing (the dev tools stay).
+# - everything else (`make test`, lint, bench, ...) syncs exactly: the dev group and the `local` extra,
+#   which also completes a .venv that `make run` made.
+# Either order works: `make run` then `make test` adds the dev tools; `make test` then `make run` is a
+# no-op sync. A change to pyproject.toml or uv.lock makes both stamps stale.
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --extra local --python $(PYTHON)
+	@touch $@
+
+$(VENV)/.synced-run: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --inexact --no-default-groups --extra local --python $(PYTHON)
 	@touch $@
 
 setup: $(VENV)/.synced
+
+setup-run: $(VENV)/.synced-run
 
 $(SAM_STAMP): | $(UV)
 	$(UV) tool install --force --quiet --python $(PYTHON) aws-sam-cli==$(SAM_VERSION)
@@ -49,7 +62,7 @@ $(CHECKOV_STAMP): | $(UV)
 	$(UV) tool install --force --quiet --python $(PYTHON) checkov==$(CHECKOV_VERSION)
 	@touch $@
 
-run: setup
+run: setup-run
 	$(VENV)/bin/otafleet-local $(ARGS)
 
 lint: setup
