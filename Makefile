@@ -42,12 +42,15 @@ $(UV):
 #   which also completes a .venv that `make run` made.
 # Either order works: `make run` then `make test` adds the dev tools; `make test` then `make run` is a
 # no-op sync. A change to pyproject.toml or uv.lock makes both stamps stale.
+# --python only when creating .venv: uv recreates an existing one whose interpreter is not that very
+# path (a pyenv shim never is), which would undo the other install.
+VENV_PYTHON = $(if $(wildcard $(VENV)/pyvenv.cfg),,--python $(PYTHON))
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --extra local --python $(PYTHON)
+	$(UV) sync --frozen --extra local $(VENV_PYTHON)
 	@touch $@
 
 $(VENV)/.synced-run: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --inexact --no-default-groups --extra local --python $(PYTHON)
+	$(UV) sync --frozen --inexact --no-default-groups --extra local $(VENV_PYTHON)
 	@touch $@
 
 setup: $(VENV)/.synced
