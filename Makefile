@@ -20,7 +20,7 @@ export SAM_CLI_TELEMETRY := 0
 export UV_TOOL_DIR := $(CURDIR)/$(TOOLS)/uv-tools
 export UV_TOOL_BIN_DIR := $(CURDIR)/$(TOOLS)/bin
 
-.PHONY: help setup run test test-fast lint typecheck pytest template-check checkov sam-build workflow-lint load bench build deploy clean
+.PHONY: help setup setup-run run test test-fast test-py313 lint typecheck pytest template-check checkov sam-build workflow-lint load bench build deploy clean
 
 help:
 	@echo "make run    start the local stack with demo data (http://127.0.0.1:3000)"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench  benchmarks, printed as ratios against a floor measured in the same run"
 	@echo "make load   bounded load test of the local stack (a few thousand device-shaped requests)"
 	@echo "make test-fast  lint, type-check and the unit tests only (about a minute)"
+	@echo "make test-py313 the unit tests on Python 3.13, the Lambda runtime's (part of make test)"
 	@echo "make build  sam build with the pinned SAM CLI and the runtime's Python"
 	@echo "make deploy sam deploy (first time: make deploy ARGS=--guided)"
 
@@ -35,11 +36,27 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)/uv
 	$(TOOLS)/uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# One .venv, two installs of the locked versions (uv.lock), each with its own stamp:
+# - `make run` needs only the project, its runtime dependencies and the `local` extra. `--inexact` leaves
+#   anything else alone, so after `make test` it changes nothing (the dev tools stay).
+# - everything else (`make test`, lint, bench, ...) syncs exactly: the dev group and the `local` extra,
+#   which also completes a .venv that `make run` made.
+# Either order works: `make run` then `make test` adds the dev tools; `make test` then `make run` is a
+# no-op sync. A change to pyproject.toml or uv.lock makes both stamps stale.
+# --python only when creating .venv: uv recreates an existing one whose interpreter is not that very
+# path (a pyenv shim never is), which would undo the other install.
+VENV_PYTHON = $(if $(wildcard $(VENV)/pyvenv.cfg),,--python $(PYTHON))
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --extra local $(VENV_PYTHON)
+	@touch $@
+
+$(VENV)/.synced-run: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --inexact --no-default-groups --extra local $(VENV_PYTHON)
 	@touch $@
 
 setup: $(VENV)/.synced
+
+setup-run: $(VENV)/.synced-run
 
 $(SAM_STAMP): | $(UV)
 	$(UV) tool install --force --quiet --python $(PYTHON) aws-sam-cli==$(SAM_VERSION)
@@ -49,7 +66,7 @@ $(CHECKOV_STAMP): | $(UV)
 	$(UV) tool install --force --quiet --python $(PYTHON) checkov==$(CHECKOV_VERSION)
 	@touch $@
 
-run: setup
+run: setup-run
 	$(VENV)/bin/otafleet-local $(ARGS)
 
 lint: setup
@@ -78,7 +95,17 @@ load: setup
 workflow-lint: setup
 	bash scripts/lint_workflows.sh
 
-test: lint typecheck pytest template-check checkov sam-build workflow-lint
+# The tests on the Lambda runtime's Python (3.13) in .venv-3.13, skipped with a message when no python3.13
+# can be found (scripts/test_runtime_python.sh). By default the unit tests of the code, about 10 s: not
+# those that check template.yaml, the workflows and the sample-image builder with external tools, which
+# behave the same on either interpreter and take ~2 minutes. Everything: make test-py313 PY313_ARGS=tests
+PY313_TOOL_TESTS := test_template test_front_door test_workflows test_sample_images test_env_vars \
+	test_local_template test_local_schedules
+PY313_ARGS ?= tests/unit -q $(foreach t,$(PY313_TOOL_TESTS),--ignore=tests/unit/$(t).py)
+test-py313: | $(UV)
+	UV=$(UV) bash scripts/test_runtime_python.sh $(PY313_ARGS)
+
+test: lint typecheck pytest template-check checkov sam-build workflow-lint test-py313
 	@echo "make test: all checks passed"
 
 test-fast: lint typecheck
@@ -94,4 +121,4 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .aws-sam build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV)-3.13 $(TOOLS) .aws-sam build .pytest_cache .mypy_cache .ruff_cache

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = ROOT / "template.yaml"
 DEFAULT_OUTPUT = ROOT / "build" / "template.translated.json"
@@ -68,36 +66,18 @@ class Finding:
 # ------------------------------------------------------------------ loading
 
 
-def _construct_intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = tag_suffix
-    key = name if name in ("Ref", "Condition") else f"Fn::{name}"
-    value: Any
-    if name == "GetAtt" and isinstance(node, yaml.ScalarNode):
-        value = str(loader.construct_scalar(node)).split(".", 1)
-    elif isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    else:  # pragma: no cover - yaml has no other node kinds
-        raise TemplateCheckError(f"unsupported YAML node for !{name}")
-    return {key: value}
-
-
-# A SafeLoader that also understands CloudFormation's short-form tags (!Ref, !Sub, !GetAtt, ...);
-# a subclass, so that yaml.SafeLoader itself is left alone.
-_CfnLoader: Any = type("_CfnLoader", (yaml.SafeLoader,), {})
-_CfnLoader.add_multi_constructor("!", _construct_intrinsic)
-
-
 def load_template(template_path: Path | str = DEFAULT_TEMPLATE) -> dict[str, Any]:
-    """The template as a plain dict, short-form intrinsics expanded to their long form."""
+    """The template as a plain dict, as cfn-lint decodes it (short-form intrinsics in their long form),
+    the same loader the local stack uses (otafleet_local.template)."""
+    from cfnlint.decode import decode
+
     path = Path(template_path)
-    try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
-    except (OSError, yaml.YAMLError) as exc:
-        raise TemplateCheckError(f"cannot read {path}: {exc}") from exc
+    if not path.is_file():
+        raise TemplateCheckError(f"cannot read {path}: no such file")
+    data, matches = decode(str(path))
+    if matches:
+        raise TemplateCheckError(f"cannot read {path}: " + "; ".join(str(m.message) for m in matches))
+    doc: Any = json.loads(json.dumps(data, default=str))  # plain types, without cfn-lint's line marks
     if not isinstance(doc, dict) or not isinstance(doc.get("Resources"), dict):
         raise TemplateCheckError(f"{path} is not a CloudFormation/SAM template (no Resources)")
     return doc

@@ -8,6 +8,11 @@ One rule goes beyond CloudFormation: an expression that is *the same expression*
 property (e.g. the `!Sub "otafleet-fw-${Id}"` that both `FirmwareBucket.BucketName` and the functions'
 `FIRMWARE_BUCKET` use, to avoid a circular `!Ref`) resolves to that resource's local name. That is what
 it means on AWS too (the same string), and it keeps the local names readable.
+
+SAM's transform (otafleet_local.template) does not do this: it merges Globals and generates resources,
+but leaves `!Ref`, `!Sub`, `!If`, … in place for CloudFormation to evaluate at deploy time (its own
+resolver only knows Ref/Sub/GetAtt/FindInMap against given values, no conditions). So the values are
+evaluated here.
 """
 
 from __future__ import annotations

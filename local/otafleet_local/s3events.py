@@ -63,25 +63,25 @@ class S3Trigger:
 
 
 def triggers(path: Path = template.TEMPLATE) -> list[S3Trigger]:
-    """Every `Type: S3` event source of the template's functions."""
+    """Every S3 -> Lambda notification of the template: the bucket `NotificationConfiguration` that SAM
+    generates from the functions' `Type: S3` events (one per event, in the translated template)."""
+    functions = set(template.functions(path))
     found = []
-    for logical_id in template.resources("AWS::Serverless::Function", path):
-        props = template.function_properties(logical_id, path)
-        for name, event in (props.get("Events") or {}).items():
-            if event.get("Type") != "S3":
-                continue
-            spec = event.get("Properties") or {}
-            bucket = spec.get("Bucket")
-            if not (isinstance(bucket, dict) and "Ref" in bucket):
-                raise ValueError(f"{logical_id}.{name}: Bucket must be a !Ref to a bucket of the template")
-            events = spec.get("Events")
-            rules = (((spec.get("Filter") or {}).get("S3Key") or {}).get("Rules")) or []
+    for bucket, resource in template.generated("AWS::S3::Bucket", path).items():
+        notifications = (resource.get("Properties") or {}).get("NotificationConfiguration") or {}
+        for index, config in enumerate(notifications.get("LambdaConfigurations") or []):
+            function = template.function_of(config.get("Function"))
+            if function not in functions:
+                target = config.get("Function")
+                raise ValueError(f"{bucket}: a notification invokes {target!r}, no function of the template")
+            rules = (((config.get("Filter") or {}).get("S3Key") or {}).get("Rules")) or []
             found.append(
                 S3Trigger(
-                    name=str(name),
-                    function=logical_id,
-                    bucket=str(bucket["Ref"]),
-                    events=tuple(str(e) for e in ([events] if isinstance(events, str) else events or [])),
+                    # CloudFormation names the configuration itself; locally: the function and its position.
+                    name=f"{function}-{index + 1}",
+                    function=function,
+                    bucket=bucket,
+                    events=(str(config["Event"]),),
                     rules=tuple((str(r["Name"]).lower(), str(r["Value"])) for r in rules),
                 )
             )

@@ -1,7 +1,8 @@
 """Scheduled functions on the local stack: the template's `ScheduleV2` (and `Schedule`) events, on a timer.
 
 On AWS, EventBridge Scheduler invokes the controller function every `ControllerRateMinutes`. moto
-cannot invoke a function of this process, so the local stack reads the same events from template.yaml,
+cannot invoke a function of this process, so the local stack reads the schedules SAM generates from
+these events (template.yaml translated by samtranslator),
 resolves their `ScheduleExpression` with the local parameter values (`rate(5 minutes)`), and runs a timer
 thread per event that invokes the real handler, through the stack's one sandbox lock like every other
 invocation, with the event's `Input` (parsed JSON) or `{}` as the payload. A failing invocation is
@@ -29,7 +30,8 @@ from otafleet_local.lambdas import LocalFunction
 
 log = logging.getLogger("otafleet_local.schedules")
 
-SCHEDULE_EVENTS = ("ScheduleV2", "Schedule")
+# What SAM generates from `ScheduleV2` and `Schedule` events.
+SCHEDULE_RESOURCES = ("AWS::Scheduler::Schedule", "AWS::Events::Rule")
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -51,27 +53,43 @@ def rate_seconds(expression: str) -> float | None:
     return float(int(match[1]) * _UNIT_SECONDS[match[2].rstrip("s")])
 
 
+def _targets(logical_id: str, resource: dict[str, Any]) -> list[tuple[Any, Any, Any]]:
+    """(expression, target ARN expression, Input) of a generated schedule (ScheduleV2) or rule (Schedule)."""
+    props = resource.get("Properties") or {}
+    if resource.get("Type") == "AWS::Scheduler::Schedule":
+        target = props.get("Target") or {}
+        return [(props.get("ScheduleExpression"), target.get("Arn"), target.get("Input"))]
+    return [(props.get("ScheduleExpression"), t.get("Arn"), t.get("Input")) for t in props.get("Targets") or []]
+
+
 def schedules(resolver: Resolver, path: Path = template.TEMPLATE) -> list[Schedule]:
-    """Every schedule event of the template's functions that the local stack can run."""
+    """Every schedule of the template's functions that the local stack can run: the EventBridge
+    Scheduler schedules (`ScheduleV2` events) and rules (`Schedule` events) SAM generates for them."""
+    functions = set(template.functions(path))
     found = []
-    for logical_id in template.resources("AWS::Serverless::Function", path):
-        props = template.function_properties(logical_id, path)
-        for name, event in (props.get("Events") or {}).items():
-            if event.get("Type") not in SCHEDULE_EVENTS:
-                continue
-            spec = event.get("Properties") or {}
-            try:
-                expression = resolver.string(spec.get("Schedule") or spec.get("ScheduleExpression"))
-            except (Unresolvable, LookupError, TypeError, ValueError) as error:
-                log.warning("%s.%s: schedule left out locally: %s", logical_id, name, error)
-                continue
-            seconds = rate_seconds(expression)
-            if seconds is None:
-                log.warning("%s.%s: %s is not run locally (only rate(...) is)", logical_id, name, expression)
-                continue
-            raw = spec.get("Input")
-            payload = json.loads(resolver.string(raw)) if raw is not None else {}
-            found.append(Schedule(logical_id, str(name), expression, seconds, payload))
+    for kind in SCHEDULE_RESOURCES:
+        for logical_id, resource in template.generated(kind, path).items():
+            state = (resource.get("Properties") or {}).get("State")
+            for raw_expression, arn, raw_input in _targets(logical_id, resource):
+                function = template.function_of(arn)
+                if function not in functions or raw_expression is None:
+                    continue
+                # SAM names the generated resource <Function><Event>: the event's name is the rest.
+                name = logical_id.removeprefix(function) or logical_id
+                try:
+                    if state is not None and resolver.string(state) == "DISABLED":
+                        log.info("%s.%s: disabled in the template, not run locally", function, name)
+                        continue
+                    expression = resolver.string(raw_expression)
+                except (Unresolvable, LookupError, TypeError, ValueError) as error:
+                    log.warning("%s.%s: schedule left out locally: %s", function, name, error)
+                    continue
+                seconds = rate_seconds(expression)
+                if seconds is None:
+                    log.warning("%s.%s: %s is not run locally (only rate(...) is)", function, name, expression)
+                    continue
+                payload = json.loads(resolver.string(raw_input)) if raw_input is not None else {}
+                found.append(Schedule(function, name, expression, seconds, payload))
     return found
 
 
