@@ -20,12 +20,13 @@ export SAM_CLI_TELEMETRY := 0
 export UV_TOOL_DIR := $(CURDIR)/$(TOOLS)/uv-tools
 export UV_TOOL_BIN_DIR := $(CURDIR)/$(TOOLS)/bin
 
-.PHONY: help setup setup-run run test test-fast test-py313 lint typecheck pytest template-check checkov sam-build workflow-lint load bench build deploy clean
+.PHONY: help setup setup-run run test test-fast test-py313 lint typecheck pytest template-check checkov sam-build workflow-lint load simulate bench build deploy clean
 
 help:
 	@echo "make run    start the local stack with demo data (http://127.0.0.1:3000)"
 	@echo "make test   lint, type-check, every test, template checks and sam build"
 	@echo "make bench  benchmarks, printed as ratios against a floor measured in the same run"
+	@echo "make simulate  rollout plans on a simulated 2,000-device fleet (several minutes)"
 	@echo "make load   bounded load test of the local stack (a few thousand device-shaped requests)"
 	@echo "make test-fast  lint, type-check and the unit tests only (about a minute)"
 	@echo "make test-py313 the unit tests on Python 3.13, the Lambda runtime's (part of make test)"
@@ -88,6 +89,10 @@ sam-build: setup $(SAM_STAMP)
 
 checkov: template-check $(CHECKOV_STAMP)
 	$(PY) scripts/checkov_check.py --checkov $(CURDIR)/$(TOOLS)/bin/checkov
+
+# The rollout-plan scenarios at full size (2,000 devices; FLEET=N to change it): several minutes.
+simulate: setup
+	bash scripts/simulate.sh
 
 load: setup
 	OTAFLEET_LOAD=1 $(PY) -m pytest tests/hardening/test_load.py -q

@@ -445,7 +445,7 @@ def test_rollout_tick_marks_a_silent_device_and_status_shows_it(door: World, run
         "CONTROL", "SILENT",
     ]  # fmt: skip
     assert row.split()[:10] == ["app", "1.1.0", "100%", "halted", "1", "0", "0", "0", "1", "0"]
-    assert "app 1.1.0: halted" in human
+    assert "verdict: halted" in human
     assert "nothing to do" in run("rollout", "tick").out  # a second pass changes nothing
     shown = run("channel", "show", "door", "stable")
     assert "HALTED itself: 1 devices went silent" in shown.err
@@ -462,6 +462,67 @@ def test_rollout_status_mistakes(door: World, run: Run) -> None:
     assert result.code == 1 and "has no channel 'nightly'" in error_line(result)
     result = run("channel", "set", "door", "stable", "1.1.0", "--max-silence-excess", "2")
     assert result.code == 1 and "max silence excess must be between 0 and 1" in error_line(result)
+
+
+def test_rollout_plan_from_start_to_complete(door: World, run: Run) -> None:
+    started = run(
+        "rollout", "start", "door", "stable", "1.1.0", "--stages", "1,100", "--soak", "0s", "--min-devices", "1"
+    )
+    assert started.code == 0 and "rollout status door stable --watch" in started.err
+    [status] = run("rollout", "status", "door", "stable", "--json").json()
+    assert status["plan"]["stages"] == [1, 100] and status["plan"]["stage"] == 1 and status["percent"] == 1
+    assert [s["percent"] for s in status["stages"]] == [1, 100]
+    assert sum(s["eligible"] for s in status["stages"]) == 1
+    in_first = status["stages"][0]["eligible"] == 1
+    human = run("rollout", "status", "door", "stable").out
+    assert "plan 1,100 %, soak 0 s, success bar 95.0%; stage 1 of 2" in human
+    assert "STAGE" in human and "[--------------------] 0/" in human and "next: " in human
+    explained = run("explain", MAC, "--json").json()
+    target = next(s["result"] for s in explained["steps"] if s["name"] == "target")
+    assert "plan at stage 1 of 2, this device's is stage " in target
+
+    if not in_first:  # the device's bucket is in the second stage: the first holds nobody, so it moves on
+        assert [m["percent"] for m in run("rollout", "tick", "--json").json()["moved"]] == [100]
+    assert check(door, version="1.0.0") == 302
+    assert check(door, version="1.1.0") == 304  # installed
+    tick = run("rollout", "tick", "--json").json()
+    assert [m["action"] for m in tick["moved"]] == (["complete"] if not in_first else ["advance"])
+    if in_first:
+        assert [m["action"] for m in run("rollout", "tick", "--json").json()["moved"]] == ["complete"]
+    [done] = run("rollout", "status", "door", "stable", "--json").json()
+    assert done["plan"]["completed"] and done["next"]["action"] == "none" and done["percent"] == 100
+    assert "complete" in run("rollout", "tick").out or "nothing to do" in run("rollout", "tick").out
+
+
+def test_rollout_status_watch_prints_one_json_line_per_refresh(door: World, run: Run) -> None:
+    run("rollout", "start", "door", "stable", "1.1.0", "--soak", "2h")
+    watched = run("rollout", "status", "door", "stable", "--watch", "0.01", "--iterations", "2", "--json")
+    lines = watched.out.strip().splitlines()
+    assert watched.code == 0 and len(lines) == 2
+    assert all(json.loads(line)[0]["next"]["action"] == "wait" for line in lines)
+    human = run("rollout", "status", "door", "stable", "--watch", "0.01", "--iterations", "1")
+    assert "door/stable at " in human.out and "soaking" in human.out
+
+
+def test_rollout_abort_pause_resume_and_mistakes(door: World, run: Run) -> None:
+    assert run("rollout", "start", "door", "stable", "1.1.0").code == 0
+    assert run("rollout", "pause", "door", "stable", "--json").json()["state"] == "paused"
+    assert run("rollout", "resume", "door", "stable", "--json").json()["state"] == "active"
+    assert run("rollout", "abort", "door", "stable", "--json").json()["state"] == "halted"
+    result = run("rollout", "resume", "door", "stable")
+    assert result.code == 1 and "was aborted; start a new one" in error_line(result)
+    result = run("rollout", "abort", "door", "stable")
+    assert result.code == 1 and "no plan running" in error_line(result)
+    for args, message in (
+        (["--stages", "10,5,100"], "stages must rise"),
+        (["--stages", "1,50"], "the last stage must be 100"),
+        (["--soak", "two hours"], "not a duration"),
+        (["--min-success", "150"], "success bar is a share between 0 and 1"),
+    ):
+        result = run("rollout", "start", "door", "stable", "1.1.0", *args)
+        assert result.code == 1 and message in error_line(result), (args, result.err)
+    result = run("rollout", "start", "door", "stable", "9.9.9")
+    assert result.code == 1 and "has no app release '9.9.9'" in error_line(result)
 
 
 # --- devices ------------------------------------------------------------------------------------------
