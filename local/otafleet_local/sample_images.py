@@ -421,3 +421,23 @@ def build_fat_image(*, size: int = 64 * 1024) -> bytes:
     out[3:11] = b"MSDOS5.0"
     out[510:512] = b"\x55\xaa"
     return bytes(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m otafleet_local.sample_images OUT.bin --version V`: a demo ESP8266 application image, like
+    the local stack's demo release, to upload to it."""
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m otafleet_local.sample_images", description=main.__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--version", required=True)
+    args = parser.parse_args(argv)
+    image = build_esp8266_image(sketch_size=256 * 1024, flash_size="4MB", flash_mode="dio", version=args.version)
+    args.out.write_bytes(image)
+    print(f"{args.out}: ESP8266 application image {args.version}, {len(image)} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,7 +18,6 @@ from e2e.harness import ROOT, RunningStack, stack_command, stack_env
 from otafleet import rollout
 from otafleet.models import Kind
 from otafleet_local import demo
-from otafleet_local.sample_images import build_esp8266_image
 
 VERSION = "1.0.2"
 
@@ -66,7 +65,15 @@ def test_watch_shows_a_plan_advance_on_the_local_controllers_timer(ticking_stack
     # The demo device is not in the first 1 % of this release: the first stage holds no device.
     assert rollout.bucket(demo.DEVICE, demo.PRODUCT, Kind.APP, VERSION) >= 100
     image = tmp_path / f"{VERSION}.bin"
-    image.write_bytes(build_esp8266_image(sketch_size=256 * 1024, flash_size="4MB", flash_mode="dio", version=VERSION))
+    made = subprocess.run(
+        [sys.executable, "-m", "otafleet_local.sample_images", str(image), "--version", VERSION],
+        cwd=ROOT,
+        env=stack_env(),
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0 and image.exists(), made.stderr  # the README's way to make a demo image
     uploaded = otafleet(ticking_stack, "upload", str(image), "--product", demo.PRODUCT, "--version", VERSION)
     assert uploaded.returncode == 0, uploaded.stderr
     started = otafleet(
