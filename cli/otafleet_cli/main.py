@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Point channel C of product P at release VERSION as a rollout plan: the first stage's share of the "
             "channel now; each next stage once the current one has soaked for --soak and its devices meet "
-            "--min-success (installed over judged and pending; silence counts beyond the control group's). "
+            "--min-success (installed over judged and overdue devices; silence counts beyond the control group's). "
             "It halts by itself on --max-failure or on excess silence. Raising a stage only adds devices. "
             "`rollout pause|resume|rollback|abort` act on it; `channel set` takes it over by hand."
         ),

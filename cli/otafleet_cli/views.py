@@ -305,6 +305,7 @@ def rollout_dict(s: RolloutStatus) -> dict[str, Any]:
         "unknown": t.unknowns,
         "silent": t.silents,
         "pending": seen.pending,
+        "overdue": seen.overdue,
         "failure_rate": rollout.failure_rate(t),
         "max_failure_rate": t.max_failure_rate,
         "min_devices": t.min_devices,

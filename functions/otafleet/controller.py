@@ -278,7 +278,7 @@ class Controller:
             now,
             control=self._control_rate(track, seen),
             eligible=plans.eligible_now(stages, track),
-            pending=seen.pending,
+            pending=seen.overdue,
         )
 
     @staticmethod
@@ -355,7 +355,7 @@ class Controller:
                 now,
                 control=self._control_rate(track, seen),
                 eligible=plans.eligible_now(stages, track),
-                pending=seen.pending,
+                pending=seen.overdue,
             )
             test = rollout.silence_test(track, seen.control)
             found.append(RolloutStatus(product, channel, kind, track, seen, test, stages, step, now))

@@ -10,9 +10,10 @@ success bar. The rollout runs at its current stage's percentage; raising a stage
 - **waits** while fewer devices are judged than `min(min_devices, eligible)` — a stage with devices that
   never checked in stays where it is, but a stage that holds no device at all moves on, since there is
   nothing in it to learn from or to put at risk;
-- **waits** while the success share is under `min_success`: installed devices over the judged ones,
-  where a silent device counts against the release only beyond the control group's silence rate (a
-  power cut silences offered and control devices alike) and an unknown verdict counts against it (no
+- **waits** while the success share is under `min_success`: installed devices over the judged and the
+  overdue ones (offered, not back although their usual interval has passed: perhaps bricked, not silent
+  yet), where a silent device counts against the release only beyond the control group's silence rate
+  (a power cut silences offered and control devices alike) and an unknown verdict counts against it (no
   evidence is not success). It never halts on this bar: halting is the failure bar's (rollout.py);
 - otherwise **advances** to the next stage (multiplying the pace by `pace_growth`), or after the last
   stage marks the plan **complete**.
@@ -121,9 +122,9 @@ def judged(track: Track) -> int:
 
 
 def success_share(track: Track, baseline: float, pending: int = 0) -> float | None:
-    """Installed devices over the judged and pending ones, a silent one counting only beyond the share
-    the control group's silence (`baseline`) accounts for: a device still pending (handed the image, not
-    back yet, not silent yet) is not a success until it shows it is one."""
+    """Installed devices over the judged and overdue ones, a silent one counting only beyond the share
+    the control group's silence (`baseline`) accounts for: a device overdue (handed the image, not back
+    although its usual interval has passed, not silent yet) is not a success until it shows it is one."""
     n = judged(track)
     if n + pending == 0:
         return None
@@ -136,7 +137,9 @@ def next_step(track: Track, now: str, *, control: float | None, eligible: int, p
     """What the controller does next about `track`'s plan. `control`: the control group's silence rate,
     None without a usable control group (then the one measured when the plan last advanced counts);
     `eligible`: trusted devices of the channel the current stage includes; `pending`: trusted devices
-    offered the release and not judged yet."""
+    offered the release, not judged yet and overdue (rollout.Observation.overdue): devices offered
+    moments ago are in no term, so a paced stage, always offering some, is judged on the ones that had
+    their time to come back."""
     plan = track.plan
     if plan is None:
         return Step(Action.NONE, "no plan: the rollout moves only when an operator moves it")
@@ -156,10 +159,10 @@ def next_step(track: Track, now: str, *, control: float | None, eligible: int, p
     if eligible == 0 and n == 0:
         why = f"{stage} soaked and holds no device"
     elif n < needed:
-        return Step(Action.WAIT, f"{stage} soaked; {n} of {needed} devices judged, {pending} pending")
+        return Step(Action.WAIT, f"{stage} soaked; {n} of {needed} devices judged, {pending} overdue")
     else:
         share = success_share(track, plan.control_silence if control is None else control, pending)
-        of = f"of {n} judged and {pending} pending"
+        of = f"of {n} judged and {pending} overdue"
         if share is None or share < plan.min_success:
             shown = "no success" if share is None else f"success {share:.1%}"
             return Step(Action.WAIT, f"{stage} soaked; {shown} < {plan.min_success:.1%} {of}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 from otafleet.models import AttemptState, Device, Kind, Track, TrackState
 from otafleet.protocol import is_device_mac
-from otafleet.rhythm import SilencePolicy, epoch, quiet_limit
+from otafleet.rhythm import SilencePolicy, epoch, learned, quiet_limit
 
 BUCKETS = 10_000
 
@@ -120,6 +120,10 @@ def members(devices: Iterable[Device], *, product: str, channel: str, kind: Kind
     ]
 
 
+# A pending device counts as overdue once this many of its usual intervals have passed since its offer.
+OVERDUE_AFTER = 1.5
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the channel's device records say about one rollout beyond its counters."""
@@ -128,6 +132,10 @@ class Observation:
     pending: int  # of them, offered and not judged yet (neither back with evidence nor silent)
     control: Group
     window_start: str | None  # the rollout's first offer: the control group is observed from then on
+    # Of the pending, those whose device would have been back by now: offered longer ago than
+    # OVERDUE_AFTER x its usual interval (or with no learned interval). A device offered a minute ago
+    # proves nothing yet either way; one that should have been back and is not may be bricked.
+    overdue: int = 0
 
 
 def observe(
@@ -157,6 +165,13 @@ def observe(
     if start is None:
         return Observation(0, 0, Group(0, 0), None)
     since, at = epoch(start), epoch(now)
+    overdue = 0
+    for d in governed:
+        a = d.attempts.get(kind)
+        if a is None or a.version != track.version or a.channel != channel or not a.trusted or not a.open:
+            continue
+        expected = OVERDUE_AFTER * d.rhythm.seconds if d.rhythm is not None and learned(d.rhythm) else 0
+        overdue += at > epoch(a.last_offer) + expected
     seen = silent = 0
     for d in governed:
         a = d.attempts.get(kind)
@@ -167,7 +182,7 @@ def observe(
             continue
         seen += 1
         silent += at > d.rhythm.last + quiet_limit(d.rhythm, silence)
-    return Observation(len(offered), pending, Group(seen, silent), start)
+    return Observation(len(offered), pending, Group(seen, silent), start, overdue)
 
 
 @dataclass(frozen=True)

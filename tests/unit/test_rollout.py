@@ -180,3 +180,28 @@ def test_observe_without_offers_has_no_window() -> None:
         trusted=lambda d: True,
     )
     assert seen == Observation(0, 0, Group(0, 0), None)
+
+
+def test_a_pending_device_is_overdue_once_its_usual_interval_and_a_half_has_passed() -> None:
+    inside = bucketed(3, inside=True)
+    offer = "2026-11-24T12:00:00Z"
+    devices = [
+        member(inside[0], last_seen=offer, attempt=attempt(offer)),  # hourly: overdue after 13:30
+        member(inside[1], last_seen=offer, attempt=attempt(offer), learned=False),  # no rhythm: overdue at once
+        member(inside[2], last_seen=offer, attempt=attempt(offer, state=AttemptState.INSTALLED)),
+    ]
+
+    def seen(now: str) -> Observation:
+        return observe(
+            devices,
+            product="door",
+            channel="stable",
+            kind=Kind.APP,
+            track=track(percent=50),
+            now=now,
+            silence=SilencePolicy(),
+            trusted=lambda d: True,
+        )
+
+    assert (seen("2026-11-24T13:29:00Z").pending, seen("2026-11-24T13:29:00Z").overdue) == (2, 1)
+    assert seen("2026-11-24T13:31:00Z").overdue == 2
