@@ -119,7 +119,7 @@ def track(world: World, kind: Kind) -> Track:
     return catalog.channels["stable"].tracks[kind]
 
 
-MIX = {"version": 200, "drift": 150, "old-core": 100, "fs-blind": 30, "fails": 20}
+MIX = {"version": 100, "drift": 75, "old-core": 50, "fs-blind": 15, "fails": 10}
 
 
 def test_mixed_fleet_counts_every_outcome_once_and_nothing_false(world: World) -> None:

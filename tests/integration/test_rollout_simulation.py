@@ -1,4 +1,4 @@
-"""A fleet of 1,000 devices through the real update handler under moto: staged rollout, auto-halt, rollback."""
+"""A fleet of 400 devices through the real update handler under moto: staged rollout, auto-halt, rollback."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from support.devices import esp8266_headers, http_api_event
 from support.world import World
 from update import app as update_app
 
-FLEET = [f"5C:CF:7F:01:{i >> 8:02X}:{i & 255:02X}" for i in range(1000)]
+FLEET = [f"5C:CF:7F:01:{i >> 8:02X}:{i & 255:02X}" for i in range(400)]
 
 
 @pytest.fixture(autouse=True)
