@@ -7,6 +7,7 @@ from moto import mock_aws
 
 from support.moto_transactions import item_level_backups
 from support.world import World
+from update import app as update_app
 
 
 @pytest.fixture
@@ -19,3 +20,11 @@ def world() -> Iterator[World]:
 def _item_level_transaction_backups() -> Iterator[None]:
     with item_level_backups():
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_update_handler() -> Iterator[None]:
+    """Tests that install a service into the update handler never leak it into the next test."""
+    update_app._service = None
+    yield
+    update_app._service = None

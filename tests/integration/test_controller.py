@@ -10,8 +10,8 @@ conditional on what it read, so it loses and looks again on fresh data.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,6 +21,7 @@ from otafleet.models import AttemptState, Device, Kind, TrackState
 from otafleet.service import UpdateService
 from otafleet.storage.devices import DeviceStore
 from otafleet.storage.errors import StorageUnavailable
+from support.clock import Clock
 from support.devices import esp8266_headers
 from support.world import World
 
@@ -28,20 +29,9 @@ MAC = "5C:CF:7F:00:00:41"
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-@dataclass
-class Clock:
-    now: datetime = START
-
-    def __call__(self) -> str:
-        return self.now.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture

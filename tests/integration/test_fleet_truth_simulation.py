@@ -73,13 +73,6 @@ class Sim:
             self.fs = "fs-2"
 
 
-@pytest.fixture(autouse=True)
-def fresh_handler() -> Iterator[None]:
-    update_app._service = None
-    yield
-    update_app._service = None
-
-
 @pytest.fixture
 def world() -> Iterator[World]:
     with mock_aws():

@@ -24,20 +24,13 @@ from moto import mock_aws
 from otafleet import plans, rollout
 from otafleet.models import AttemptState, Kind, TrackState
 from support import fleetsim
+from support.clock import iso
 from support.fleetsim import CHANNEL, PRODUCT, Sim
-from update import app as update_app
 
 FLEET = int(os.environ.get("OTAFLEET_SIM_FLEET", "300"))
 FIRST = max(1, round(2000 / FLEET))  # a first stage of about 20 devices
 STAGES = tuple(sorted({FIRST, 10, 50, 100}))
 SOAK = timedelta(hours=2)
-
-
-@pytest.fixture(autouse=True)
-def fresh_handler() -> Iterator[None]:
-    update_app._service = None
-    yield
-    update_app._service = None
 
 
 @pytest.fixture
@@ -63,8 +56,8 @@ def report(scenario: str, sim: Sim, **figures: object) -> None:
         "failed": t.failures,
         "unknown": t.unknowns,
         "silent": t.silents,
-        "halts": [(fleetsim.iso(when), h.rule, h.why) for when, h in sim.halts],
-        "moves": [(fleetsim.iso(when), m.action.value, m.percent) for when, m in sim.moves],
+        "halts": [(iso(when), h.rule, h.why) for when, h in sim.halts],
+        "moves": [(iso(when), m.action.value, m.percent) for when, m in sim.moves],
         **figures,
     }
     with open(path, "a", encoding="utf-8") as out:

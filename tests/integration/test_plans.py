@@ -16,6 +16,7 @@ from otafleet.controller import Controller
 from otafleet.fleet import Fleet, FleetError
 from otafleet.models import Catalog, Kind, Track, TrackState
 from otafleet.service import UpdateService
+from support.clock import Clock
 from support.devices import esp8266_headers
 from support.topics import Subscription, subscribe
 from support.world import World
@@ -24,14 +25,6 @@ START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SIZES = {"1.0.0": 300_016, "2.0.0": 310_032}
 MACS = [f"5C:CF:7F:00:02:{i:02X}" for i in range(60)]
 STAGES = (10, 50, 100)
-
-
-@dataclass
-class Clock:
-    now: datetime = START
-
-    def __call__(self) -> str:
-        return self.now.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -81,7 +74,7 @@ def rig(world: World) -> Rig:
     world.channel("door", app="1.0.0")
     for mac in MACS:
         world.device(mac, "door")
-    clock = Clock()
+    clock = Clock(START)
     topic = subscribe(world.settings.region)
     settings = replace(world.settings, alarm_topic_arn=topic.topic_arn)
     service = UpdateService(settings, world.devices, world.catalog, world.blobs)

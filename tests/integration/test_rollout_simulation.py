@@ -17,13 +17,6 @@ from update import app as update_app
 FLEET = [f"5C:CF:7F:01:{i >> 8:02X}:{i & 255:02X}" for i in range(400)]
 
 
-@pytest.fixture(autouse=True)
-def fresh_handler() -> Iterator[None]:
-    update_app._service = None
-    yield
-    update_app._service = None
-
-
 def check(mac: str, version: str) -> tuple[int, str]:
     response = update_app.handler(http_api_event("/update", esp8266_headers(mac, version=version)), None)
     location = (response.get("headers") or {}).get("Location", "")

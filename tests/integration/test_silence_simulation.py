@@ -22,6 +22,7 @@ from otafleet import rollout
 from otafleet.config import load_settings
 from otafleet.controller import Controller, Halted
 from otafleet.models import AttemptState, Channel, Kind, Track, TrackState
+from support.clock import Clock
 from support.devices import esp8266_headers, http_api_event
 from support.world import World
 from update import app as update_app
@@ -30,14 +31,6 @@ OLD_SIZE, NEW_SIZE = 300_016, 310_032
 FLEET = 80
 STEP = timedelta(minutes=10)
 START = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
-
-
-@dataclass
-class Clock:
-    now: datetime = START
-
-    def __call__(self) -> str:
-        return self.now.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -105,18 +98,11 @@ class Run:
         return attempt.state if attempt is not None else None
 
 
-@pytest.fixture(autouse=True)
-def fresh_handler() -> Iterator[None]:
-    update_app._service = None
-    yield
-    update_app._service = None
-
-
 @pytest.fixture
 def sim() -> Iterator[Run]:
     with mock_aws():
         world = World.create(replace(load_settings(), catalog_cache_seconds=3600))
-        clock = Clock()
+        clock = Clock(START)
         service = world.service()
         service.clock = clock
         update_app._service = service

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,13 +32,6 @@ from update import app as update_app
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 ESP8266 = "5C:CF:7F:00:00:01"
 ESP32 = "24:0A:C4:00:00:01"
-
-
-@pytest.fixture(autouse=True)
-def fresh_handler() -> Iterator[None]:
-    update_app._service = None
-    yield
-    update_app._service = None
 
 
 def call(event: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from otafleet.fleet import Fleet
 from otafleet.models import AttemptState, Kind, Rhythm, Track
 from otafleet.storage.dynamo import to_item
 from otafleet.storage.items import rhythm_to_map
+from support.clock import Clock
 from support.devices import esp8266_headers, http_api_event
 from support.world import World
 from update import app as update_app
@@ -34,18 +35,6 @@ START = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)  # a Monday
 CONTROLLER_EVERY = timedelta(minutes=10)
 OUTAGE_HOURS = (2.0, 6.0)
 PRODUCT, CHANNEL = "door", "stable"
-
-
-def iso(at: datetime) -> str:
-    return at.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass
-class Clock:
-    now: datetime = START
-
-    def __call__(self) -> str:
-        return iso(self.now)
 
 
 @dataclass
@@ -188,7 +177,7 @@ def build(
     """A world (inside moto, which the caller has started) with `size` devices on the first release, their
     rhythms learned (they have checked in on it for days), spread over their first interval."""
     world = World.create(settings or replace(load_settings(), catalog_cache_seconds=3600))
-    clock = Clock()
+    clock = Clock(START)
     service = world.service()
     service.clock = clock
     update_app._service = service
