@@ -295,7 +295,7 @@ def _verify_esp8266(view: memoryview, info: ImageInfo, keys: Sequence[ProductKey
         if not key.active:
             raise _retired(key, where)
         try:
-            public.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
+            public.verify(signature, body.tobytes(), padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             raise _changed(where, key) from None
         assert message[-32:] == digest
