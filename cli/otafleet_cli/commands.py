@@ -86,7 +86,34 @@ def releases(conn: Connection, args: Any, out: Output) -> int:
     found = fleet.releases(args.product)
     channels = fleet.channels(args.product)
     data = [{**views.release_dict(r), "channels": views.serving(r, channels)} for r in found]
-    out.emit(data, views.releases_table(found, channels))
+    out.emit(data, views.releases_table(found, channels, fleet.keys(args.product)))
+    return 0
+
+
+# --- signing keys -----------------------------------------------------------------------------------
+
+
+def key_add(conn: Connection, args: Any, out: Output) -> int:
+    try:
+        pem = Path(args.key_file).read_bytes()
+    except OSError as bad:
+        raise CliError(f"cannot read {args.key_file}: {bad.strerror}") from None
+    key = conn.fleet.add_key(args.product, pem, args.name)
+    out.note(f"{args.product} accepts uploads signed by key {key.name}; unsigned uploads and other keys are refused")
+    out.emit(views.key_dict(key), views.keys_table([key], args.product))
+    return 0
+
+
+def key_list(conn: Connection, args: Any, out: Output) -> int:
+    keys = conn.fleet.keys(args.product)
+    out.emit([views.key_dict(k) for k in keys], views.keys_table(keys, args.product))
+    return 0
+
+
+def key_retire(conn: Connection, args: Any, out: Output) -> int:
+    key = conn.fleet.retire_key(args.product, args.key)
+    out.note(f"uploads signed by {key.name} are refused from now on; its releases stay")
+    out.emit(views.key_dict(key), views.keys_table([key], args.product))
     return 0
 
 
@@ -276,8 +303,16 @@ def device_unblock(conn: Connection, args: Any, out: Output) -> int:
 
 
 def device_show(conn: Connection, args: Any, out: Output) -> int:
-    device = conn.fleet.device(args.mac)
-    out.emit(views.device_dict(device), views.device_fields(device))
+    fleet = conn.fleet
+    device = fleet.device(args.mac)
+    running = (
+        fleet.release(device.product, device.running_version) if device.product and device.running_version else None
+    )
+    keys = fleet.keys(device.product) if running and device.product else []
+    data = views.device_dict(device)
+    if running is not None:
+        data["running_signature"] = {"scheme": running.signature_scheme, "signed_by": list(running.signed_by)}
+    out.emit(data, views.device_fields(device, running, keys))
     return 0
 
 

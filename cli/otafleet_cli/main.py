@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fs", action="store_true", help="a filesystem image (SPIFFS/LittleFS), not the application")
     p.add_argument("--channel", help="promote the release to this channel once registered")
     p.add_argument(
+        "--trusts",
+        action="append",
+        metavar="KEY",
+        help="signed products: a key the build carries (repeatable; default: the keys it is signed by), e.g. "
+        "the new key in a rotation's bridge release",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=upload.DEFAULT_TIMEOUT,
@@ -118,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-downgrade", action=argparse.BooleanOptionalAction, help="offer releases older than the running one"
     )
     p.add_argument("--default-channel", metavar="CHANNEL", help="channel for enrolled and newly assigned devices")
+
+    keys = product.add_parser(
+        "key", help="signing keys: a product with keys accepts only uploads signed by one of them"
+    ).add_subparsers(dest="key_command", metavar="COMMAND", required=True)
+    p = command(
+        keys,
+        "add",
+        commands.key_add,
+        "accept uploads signed by this key (the first key makes the product a signed product)",
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument(
+        "key_file", metavar="KEY.pem", help="the public key (PEM); of a private key only the public half is kept"
+    )
+    p.add_argument("--name", help="a short name for the key (default: its fingerprint's first 12 hex digits)")
+    p = command(keys, "list", commands.key_list, "the product's keys: name, algorithm, state, fingerprint")
+    p.add_argument("product", metavar="PRODUCT")
+    p = command(keys, "retire", commands.key_retire, "refuse new uploads signed by this key; its releases stay")
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("key", metavar="KEY", help="the key's name or fingerprint")
 
     channel = nested("channel", "point channels at releases and control rollouts")
     p = command(

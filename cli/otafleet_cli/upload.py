@@ -164,8 +164,14 @@ def run(conn: Connection, args: Any, out: Output) -> int:
         )
 
     extra: dict[str, Any] = {"ContentType": "application/octet-stream"}
+    metadata: dict[str, str] = {}
     if channel is not None:
-        extra["Metadata"] = {"channel": channel}
+        metadata["channel"] = channel
+    if getattr(args, "trusts", None):
+        # The keys the build embeds, when not (only) the one it is signed with: a rotation's bridge release.
+        metadata["trusts"] = ",".join(args.trusts)
+    if metadata:
+        extra["Metadata"] = metadata
     progress = Progress(size, out.stderr) if size >= PROGRESS_MIN_BYTES and out.stderr.isatty() else None
     s3_version_id = _upload(conn.s3, path, bucket, key, extra, progress)
     out.note(f"uploaded {path.name} ({size} bytes) to s3://{bucket}/{key}; waiting for registration…")

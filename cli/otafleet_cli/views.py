@@ -15,7 +15,7 @@ from otafleet import plans, rollout, windows
 from otafleet.controller import RolloutStatus, RunReport
 from otafleet.decision import Decision
 from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
-from otafleet.models import Attempt, Channel, Device, Kind, Product, Release, TrackState
+from otafleet.models import Attempt, Channel, Device, Kind, Product, ProductKey, Release, TrackState
 from otafleet.protocol import is_device_mac, not_a_device
 from otafleet.rhythm import LEARNED_AFTER, epoch, learned
 from otafleet_cli.output import duration, fields, jsonable, percent, table
@@ -34,6 +34,8 @@ def product_dict(p: Product) -> dict[str, Any]:
         "default_channel": p.default_channel,
         "max_image_bytes": p.max_image_bytes,
         "window": windows.describe(p.window) if p.window else None,
+        "signed": p.signed,
+        "keys": [key_dict(k) for k in p.keys],
     }
 
 
@@ -60,8 +62,48 @@ def product_fields(p: Product) -> str:
             ("allow downgrade", p.allow_downgrade),
             ("default channel", p.default_channel),
             ("window", windows.describe(p.window) if p.window else "always"),
+            ("signed", _key_summary(p) if p.signed else "no (uploads need no signature)"),
         ]
     )
+
+
+def _key_summary(p: Product) -> str:
+    active = [k.name for k in p.keys if k.active]
+    return f"yes, keys: {', '.join(active) if active else 'none active (every upload is refused)'}"
+
+
+# --- signing keys -----------------------------------------------------------------------------------
+
+
+def key_dict(k: ProductKey) -> dict[str, Any]:
+    return {
+        "name": k.name,
+        "fingerprint": k.fingerprint,
+        "algorithm": k.algorithm,
+        "state": k.state.value,
+        "sbv2_digest": k.sbv2_digest,
+        "added_at": k.added_at,
+        "retired_at": k.retired_at,
+    }
+
+
+def keys_table(keys: Sequence[ProductKey], product: str) -> str:
+    if not keys:
+        return f"no keys: {product} is unsigned; `otafleet product key add {product} KEY.pem` makes it signed"
+    return table(
+        ["NAME", "ALGORITHM", "STATE", "FINGERPRINT (SHA-256 OF THE PUBLIC KEY)", "ADDED", "RETIRED"],
+        [[k.name, k.algorithm, k.state, k.fingerprint, k.added_at, k.retired_at] for k in keys],
+    )
+
+
+def signature_text(r: Release, keys: Sequence[ProductKey] = ()) -> str | None:
+    """`sbv2-rsa3072-pss by a1b2c3d4e5f6 (main)`: the scheme and the keys that signed the release."""
+    if not r.signed_by:
+        return None
+    names = {k.fingerprint: k.name for k in keys}
+    by = ", ".join(f"{f[:12]} ({names[f]})" if f in names else f[:12] for f in r.signed_by)
+    carries = f"; carries {', '.join(names.get(f, f[:12]) for f in r.trusts)}" if r.trusts else ""
+    return f"{r.signature_scheme} by {by}{carries}"
 
 
 # --- releases ---------------------------------------------------------------------------------------
@@ -83,6 +125,9 @@ def release_dict(r: Release) -> dict[str, Any]:
         "s3_key": r.s3_key,
         "s3_version_id": r.s3_version_id,
         "uploaded_at": r.uploaded_at,
+        "signature_scheme": r.signature_scheme,
+        "signed_by": list(r.signed_by),
+        "trusts": list(r.trusts),
         "facts": jsonable(r.facts),
     }
 
@@ -101,7 +146,7 @@ def release_fields(r: Release) -> str:
     ]
     if r.appended_sha256:
         pairs.append(("appended sha256", r.appended_sha256))
-    pairs += [("chip", r.chip)]
+    pairs += [("chip", r.chip), ("signature", signature_text(r) or "none verified")]
     if r.flash_size_bytes:
         pairs.append(("flash size", f"{r.flash_size_bytes} bytes"))
     pairs += [("object", r.s3_key), ("object version", r.s3_version_id), ("uploaded", r.uploaded_at)]
@@ -128,11 +173,11 @@ def serving(release: Release, channels: Iterable[Channel]) -> list[str]:
     return marks
 
 
-def releases_table(releases: Sequence[Release], channels: Sequence[Channel]) -> str:
+def releases_table(releases: Sequence[Release], channels: Sequence[Channel], keys: Sequence[ProductKey] = ()) -> str:
     if not releases:
         return "no releases yet: upload one with `otafleet upload FILE --product PRODUCT`"
     return table(
-        ["KIND", "VERSION", "STATE", "SIZE", "CHIP", "UPLOADED", "CHANNELS", "MD5", "REASON"],
+        ["KIND", "VERSION", "STATE", "SIZE", "CHIP", "UPLOADED", "CHANNELS", "MD5", "SIGNATURE", "REASON"],
         [
             [
                 r.kind,
@@ -143,6 +188,7 @@ def releases_table(releases: Sequence[Release], channels: Sequence[Channel]) -> 
                 r.uploaded_at,
                 ", ".join(serving(r, channels)),
                 r.md5,
+                signature_text(r, keys) or "-",
                 r.reason,
             ]
             for r in releases
@@ -577,7 +623,7 @@ def overview_text(o: FleetOverview) -> str:
     return "\n".join(parts)
 
 
-def device_fields(d: Device) -> str:
+def device_fields(d: Device, running: Release | None = None, keys: Sequence[ProductKey] = ()) -> str:
     r = d.reported
     pins = ", ".join(f"{k.value} {v}" for k, v in sorted(d.pins.items(), key=lambda kv: kv[0].value))
     pairs: list[tuple[str, object]] = [
@@ -608,6 +654,7 @@ def device_fields(d: Device) -> str:
         ("  source ip", r.source_ip),
         ("", ""),
         ("running", f"{d.running_version} (md5 {d.running_md5 or '-'})" if d.running_version else None),
+        ("  signature", (signature_text(running, keys) or "unsigned") if running else None),
         ("filesystem", d.fs_version),
     ]
     if d.enrolled_at:

@@ -373,6 +373,15 @@ def decide(
         return finish(Outcome.NO_UPDATE, reason, detail, enroll=enroll)
     trace.add("safety", "ok")
 
+    # Offer safety for signed builds: never hand over what the device's own verifier refuses.
+    refused = _refused_signature(catalog, dev, req, release)
+    if refused is not None:
+        reason, detail = refused
+        trace.add("signature", detail)
+        return finish(Outcome.NO_UPDATE, reason, detail, enroll=enroll)
+    if release.kind is Kind.APP and release.signed:
+        trace.add("signature", f"signed ({release.signature_scheme}) by a key the device accepts, or first signed")
+
     # Maintenance window (a channel's, else its product's): images are handed over only inside it.
     home = catalog.channels.get(dev.channel or "")
     window = (home.window if home else None) or product.window
@@ -487,6 +496,43 @@ def _unsafe(req: CheckRequest, dev: Device, release: Release, downgrade_ok: bool
     if running and not downgrade_ok and versions.is_downgrade(running, release.version):
         source = "reported" if req.version else "learned"
         return "downgrade", f"{release.version} is older than the running {running} ({source})"
+    return None
+
+
+def _refused_signature(catalog: Catalog, dev: Device, req: CheckRequest, release: Release) -> tuple[str, str] | None:
+    """A device that runs a signed build verifies every update with the keys that build carries (ESP8266:
+    after a signed update it accepts signed ones only; arduino-esp32 and Secure Boot v2 alike), so it is
+    offered only releases signed by one of them. A device on an unsigned or unknown build may receive the
+    first signed release: that is how a product moves to signing (docs/operations.md)."""
+    if release.kind is not Kind.APP:
+        return None
+    running = _running_release(catalog, dev, req)
+    if running is None or not running.signed:
+        return None
+    if not release.signed:
+        return (
+            "unsigned-offer",
+            f"the device runs {running.version}, a signed build that refuses unsigned images; "
+            f"{release.version} is unsigned",
+        )
+    carried = running.trusted_keys
+    if carried.isdisjoint(release.signed_by):
+        keys = ", ".join(k[:16] for k in sorted(carried))
+        return (
+            "untrusted-key",
+            f"{release.version} is signed only by keys the running {running.version} does not carry ({keys}); "
+            "ship a bridge release signed by a key it carries first",
+        )
+    return None
+
+
+def _running_release(catalog: Catalog, dev: Device, req: CheckRequest) -> Release | None:
+    """The catalog's release the device runs: the one it reports (or was seen to install), else the one it
+    was last seen to install."""
+    for version in (attempts.running_version(dev, req.version, req.sketch_md5), dev.running_version):
+        found = catalog.release(Kind.APP, version) if version else None
+        if found is not None:
+            return found
     return None
 
 

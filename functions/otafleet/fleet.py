@@ -38,8 +38,10 @@ from otafleet.models import (
     Channel,
     Delivery,
     Device,
+    KeyState,
     Kind,
     Product,
+    ProductKey,
     Release,
     ReleaseState,
     Track,
@@ -232,6 +234,51 @@ class Fleet:
         product = replace(base, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
         self.catalog_store.put_product(product)
         return product, existing is None
+
+    # --- signing keys ---------------------------------------------------------------------------------
+
+    def add_key(self, product: str, pem: bytes, name: str | None = None) -> ProductKey:
+        """Make `product` a signed product accepting uploads signed by this public key (or add a key for a
+        rotation). The name defaults to the fingerprint's first 12 hex digits."""
+        # Imported here: cryptography is for the key commands and the publish function, not every command.
+        from otafleet import signatures
+
+        base = self.catalog(product).product
+        try:
+            facts = signatures.read_key(pem, base.platform)
+        except signatures.InvalidKey as bad:
+            raise FleetError(f"cannot use that key for {product} ({base.platform}): {bad}") from None
+        name = name or facts.fingerprint[:12]
+        check_name("channel", name)  # the same rules as a channel name: short, no spaces or slashes
+        for existing in base.keys:
+            if existing.fingerprint == facts.fingerprint:
+                raise FleetError(f"product {product} already has this key, as {existing.name} ({existing.state.value})")
+            if existing.name == name:
+                raise FleetError(f"product {product} already has a key named {name}: choose another --name")
+        key = ProductKey(
+            name=name,
+            fingerprint=facts.fingerprint,
+            algorithm=facts.algorithm,
+            pem=facts.pem,
+            sbv2_digest=facts.sbv2_digest,
+            added_at=self.clock(),
+        )
+        self.catalog_store.put_product(replace(base, keys=(*base.keys, key)))
+        return key
+
+    def keys(self, product: str) -> list[ProductKey]:
+        return list(self.catalog(product).product.keys)
+
+    def retire_key(self, product: str, name: str) -> ProductKey:
+        """Stop accepting uploads signed by the key (name or fingerprint). Releases it signed stay, and keep
+        naming it; the product stays signed even when no active key is left (then every upload is refused)."""
+        base = self.catalog(product).product
+        key = base.key(name)
+        if key is None:
+            raise FleetError(f"product {product} has no key {name!r}: `otafleet product key list {product}` lists them")
+        retired = replace(key, state=KeyState.RETIRED, retired_at=key.retired_at or self.clock())
+        self.catalog_store.put_product(replace(base, keys=tuple(retired if k is key else k for k in base.keys)))
+        return retired
 
     def releases(self, product: str) -> list[Release]:
         catalog = self.catalog(product)

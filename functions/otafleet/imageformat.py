@@ -57,6 +57,9 @@ PARTITION_TABLE_OFFSET: Final = 0x8000
 APP_PARTITION_OFFSET: Final = 0x10000
 SECURE_BOOT_V2_BLOCK_SIZE: Final = 1216
 SECURE_BOOT_V1_TRAILER: Final = 4 + 64
+# arduino-esp32 >= 3.3 signed OTA (tools/bin_signing.py): the signature, zero-padded to this size, follows
+# the image; the updater hashes everything before it (Updater.cpp: `_signatureSize = 512`).
+ARDUINO_ESP32_SIGNATURE_SIZE: Final = 512
 
 FLASH_MODES: Final[dict[int, str]] = {0: "qio", 1: "qout", 2: "dio", 3: "dout"}
 
@@ -232,7 +235,8 @@ class ImageInfo:
     # Bytes of the image proper: up to its checksum / appended hash, without signature or padding.
     # For gzip uploads this is the decompressed size.
     image_size: int = 0
-    # "esp8266" (Arduino signing: signature + u32 length), "secure-boot-v1" or "secure-boot-v2".
+    # "esp8266" (Arduino signing: signature + u32 length), "arduino-esp32" (a 512-byte signature block),
+    # "secure-boot-v1" or "secure-boot-v2". Recognised by shape only: signatures.py verifies them.
     signature: str | None = None
     # Arduino ESP8266 builds since core 2.7: the CRC-32 the sketch can check with ESP.checkFlashCRC().
     build_crc: int | None = None
@@ -702,6 +706,16 @@ def _esp8266_trailer(view: memoryview, end: int) -> _Trailer:
         signature_length = _u32(view, size - 4)
         if signature_length + 4 == extra and 16 <= signature_length <= 4096:
             return _Trailer(signature="esp8266")
+        if 16 <= signature_length <= 4096 and signature_length + 4 > extra and signature_length in (128, 256, 384, 512):
+            # The length word of signing.py's trailer (an RSA modulus size), with fewer signature bytes
+            # before it than it announces: the device reads the signature from the wrong place and refuses.
+            raise ImageError(
+                f"the signature trailer at the end announces a {signature_length}-byte signature but only "
+                f"{extra - 4} bytes lie between the image end at 0x{end:x} and the length word: the signature "
+                "is truncated",
+                end,
+                "truncated-signature",
+            )
     return _padding_or_error(view, end)
 
 
@@ -954,25 +968,37 @@ def _check_flash_mapping(image: _RawImage, spec: ChipSpec, app: AppDescriptor) -
 def _esp32_trailer(view: memoryview, end: int) -> _Trailer:
     """Explain the bytes after an ESP32 image: nothing, a Secure Boot v1 signature (u32 version 0 and a
     64-byte ECDSA signature), a Secure Boot v2 signature sector (4 KiB, blocks starting E7 02/03, at a
-    sector boundary after 0xFF padding), or 0xFF padding to a sector boundary."""
+    sector boundary after 0xFF padding), an arduino-esp32 signature block (512 bytes), or 0xFF padding to
+    a sector boundary."""
     size = len(view)
     extra = size - end
     if extra == 0:
         return _Trailer()
     if extra == SECURE_BOOT_V1_TRAILER and _u32(view, end) == 0:
         return _Trailer(signature="secure-boot-v1")
-    sector = size - FLASH_SECTOR
-    if size % FLASH_SECTOR == 0 and sector >= end and view[sector] == 0xE7 and view[sector + 1] in (2, 3):
+    # The bootloader reads the signature sector at the first sector boundary after the image (and its
+    # appended hash), hashing the padding before it (esp_image_format.c: verify_secure_boot_signature).
+    sector = end + (-end % FLASH_SECTOR)
+    if sector + 2 <= size and view[sector] == 0xE7 and view[sector + 1] in (2, 3):
+        if size < sector + FLASH_SECTOR:
+            raise ImageError(
+                f"the Secure Boot v2 signature sector at 0x{sector:x} is truncated: the file ends at 0x{size:x}, "
+                f"{sector + FLASH_SECTOR - size} bytes short of the sector's 4096",
+                sector,
+                "truncated-signature",
+            )
         block = view[sector : sector + SECURE_BOOT_V2_BLOCK_SIZE]
         crc_ok = zlib.crc32(block[:1196]) == _u32(block, 1196)
-        if crc_ok and _all_equal(view[end:sector], 0xFF):
+        if crc_ok and _all_equal(view[end:sector], 0xFF) and size == sector + FLASH_SECTOR:
             return _Trailer(signature="secure-boot-v2")
         raise ImageError(
             f"the Secure Boot v2 signature sector at 0x{sector:x} is damaged (its block CRC does not match, "
-            "or non-padding bytes precede it)",
+            "non-padding bytes precede it, or bytes follow it)",
             sector,
             "bad-signature",
         )
+    if extra == ARDUINO_ESP32_SIGNATURE_SIZE and not _all_equal(view[end:], 0xFF):
+        return _Trailer(signature="arduino-esp32")
     return _padding_or_error(view, end)
 
 

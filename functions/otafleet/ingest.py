@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from otafleet import names, rollout
-from otafleet.imageformat import ImageError, inspect_filesystem, parse_app_image
+from otafleet import names, rollout, signatures
+from otafleet.imageformat import ImageError, ImageInfo, inspect_filesystem, parse_app_image
 from otafleet.models import Kind, Product, Release, ReleaseState
 from otafleet.observability import count, logger
 from otafleet.sketchfacts import device_facts
@@ -116,12 +117,16 @@ class Ingest:
         if where.kind is Kind.FS:
             facts = inspect_filesystem(view)
             return replace(base, facts={k: v for k, v in facts.items() if v is not None})
-        info = parse_app_image(
-            view,
-            expect_chip=product.platform,
-            product=product.name,
-            prefix_sha256=(len(view) - 32, upload.sha256_but_last32),
-        )
+        try:
+            info = parse_app_image(
+                view,
+                expect_chip=product.platform,
+                product=product.name,
+                prefix_sha256=(len(view) - 32, upload.sha256_but_last32),
+            )
+        except ImageError as bad:
+            raise signatures.trailer_problem(bad) if product.signed else bad from None
+        signing = _signing(view, info, product, upload.metadata.get("trusts"))
         version = where.version
         if version is None:
             app = info.app
@@ -146,6 +151,7 @@ class Ingest:
             facts=info.facts(),
             sketch_size=reported.sketch_size if reported else None,
             flashed_md5s=reported.flashed_md5s if reported else (),
+            **signing,
         )
 
     def _register(self, release: Release, channel: str | None) -> Release:
@@ -214,6 +220,28 @@ class Ingest:
         logger().warning("upload rejected", extra={**_summary(rejected), "reason": reason})
         count("UploadsRejected")
         return rejected
+
+
+def _signing(view: memoryview, info: ImageInfo, product: Product, trusts: str | None) -> dict[str, Any]:
+    """The signature facts of a signed product's upload (SignatureError when it does not verify). The
+    upload's `trusts` metadata names the keys the build carries when they are not the ones it is signed
+    by: a bridge release signed by the old key that embeds the new one."""
+    if not product.signed:
+        return {}
+    verified = signatures.verify(view, info, product.platform, product.keys)
+    carried: list[str] = []
+    for name in (trusts or "").replace(" ", ",").split(","):
+        if not name:
+            continue
+        key = product.key(name)
+        if key is None:
+            raise ImageError(
+                f"the upload's `trusts` metadata names key {name!r}, which product {product.name} does not have",
+                None,
+                "unknown-key",
+            )
+        carried.append(key.fingerprint)
+    return {"signature_scheme": verified.scheme, "signed_by": verified.keys, "trusts": tuple(carried)}
 
 
 def _summary(release: Release) -> dict[str, object]:

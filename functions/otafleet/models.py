@@ -80,6 +80,32 @@ class Window:
     tz: str = "UTC"
 
 
+class KeyState(StrEnum):
+    ACTIVE = "active"  # uploads signed by it are accepted
+    RETIRED = "retired"  # kept to name the key of older releases; new uploads signed by it are refused
+
+
+@dataclass(frozen=True)
+class ProductKey:
+    """A public key a signed product accepts uploads signed by (signatures.py reads and checks them)."""
+
+    name: str
+    # SHA-256 of the key's DER SubjectPublicKeyInfo: what releases record and the CLI shows.
+    fingerprint: str
+    algorithm: str  # "rsa-2048", "rsa-3072", "ecdsa-p256", ...
+    pem: str  # the public key, PEM (SubjectPublicKeyInfo)
+    state: KeyState = KeyState.ACTIVE
+    # The digest ESP-IDF Secure Boot v2 burns into eFuse for this key (espsecure digest-sbv2-public-key),
+    # for the keys that scheme can use: how a signature block names its key.
+    sbv2_digest: str | None = None
+    added_at: str | None = None
+    retired_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state is KeyState.ACTIVE
+
+
 @dataclass(frozen=True)
 class Product:
     name: str
@@ -91,6 +117,18 @@ class Product:
     allow_downgrade: bool = False
     max_image_bytes: int = 16 * 1024 * 1024
     window: Window | None = None
+    # A product with keys is a signed product: its uploads must carry a valid signature by an active key.
+    keys: tuple[ProductKey, ...] = ()
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.keys)
+
+    def key(self, name_or_fingerprint: str) -> ProductKey | None:
+        for key in self.keys:
+            if name_or_fingerprint in (key.name, key.fingerprint):
+                return key
+        return None
 
 
 @dataclass(frozen=True)
@@ -118,10 +156,26 @@ class Release:
     # releases registered before these facts were computed, and for filesystem images.
     sketch_size: int | None = None
     flashed_md5s: tuple[str, ...] = ()
+    # Signed releases: the scheme of the verified signature(s) and the fingerprints of the product keys
+    # that signed it, in the order of the signature blocks. Empty for unsigned releases.
+    signature_scheme: str | None = None
+    signed_by: tuple[str, ...] = ()
+    # The keys a device running this build accepts updates signed by, when they differ from `signed_by`
+    # (a bridge release signed by the old key that embeds the new one). Empty: those of `signed_by`.
+    trusts: tuple[str, ...] = ()
 
     @property
     def offerable(self) -> bool:
         return self.state is ReleaseState.REGISTERED
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.signed_by)
+
+    @property
+    def trusted_keys(self) -> frozenset[str]:
+        """The keys a device that runs this build verifies updates with (offer safety, decision.py)."""
+        return frozenset(self.trusts or self.signed_by)
 
 
 # A rollout's outcome counters: installed, failed, unknown, silent (Track.successes / failures / unknowns /

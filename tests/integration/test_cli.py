@@ -261,6 +261,8 @@ def test_product_create_update_and_list(stack: World, run: Run) -> None:
         "default_channel": "beta",
         "max_image_bytes": 16 * 1024 * 1024,
         "window": None,
+        "signed": False,
+        "keys": [],
     }
     run("product", "create", "cam", "--platform", "esp32s3", "--allow-downgrade")
     listed = run("products").out.splitlines()
@@ -1074,3 +1076,62 @@ def test_window_set_gates_offers_and_clear_lifts_it(door: World, run: Run) -> No
     bad = run("window", "set", "door", "weekdays 1-5")
     assert bad.code != 0 and "not a window" in error_line(bad)
     assert "unknown time zone" in error_line(run("window", "set", "door", "mon 01:00-02:00", "--tz", "Nowhere/X"))
+
+
+# --- signing keys -------------------------------------------------------------------------------------
+
+SIGNING = Path(__file__).parents[1] / "fixtures" / "signing"
+
+
+def test_product_key_add_list_retire(door: World, run: Run) -> None:
+    result = run("product", "key", "add", "door", str(SIGNING / "pub-rsa2048-a.pem"), "--name", "main", "--json")
+    assert result.code == 0, result.err
+    added = result.json()
+    assert (added["name"], added["algorithm"], added["state"]) == ("main", "rsa-2048", "active")
+    assert "accepts uploads signed by key main" in result.err
+
+    # the same key again, or a private key file of it: refused with what to do
+    again = run("product", "key", "add", "door", str(SIGNING / "rsa2048-a.pem"))
+    assert again.code == 1 and "already has this key, as main" in error_line(again)
+    ec = run("product", "key", "add", "door", str(SIGNING / "pub-p256-a.pem"))
+    assert ec.code == 1 and "RSA" in error_line(ec)
+    missing = run("product", "key", "add", "door", str(SIGNING / "nope.pem"))
+    assert missing.code == 1 and "cannot read" in error_line(missing)
+
+    assert run("product", "key", "add", "door", str(SIGNING / "pub-rsa2048-b.pem")).code == 0
+    listed = run("product", "key", "list", "door", "--json").json()
+    assert [k["name"] for k in listed] == ["main", listed[1]["fingerprint"][:12]]
+    table = run("product", "key", "list", "door").out
+    assert "main" in table and "rsa-2048" in table and added["fingerprint"] in table
+
+    retired = run("product", "key", "retire", "door", "main", "--json")
+    assert retired.code == 0 and retired.json()["state"] == "retired"
+    assert run("product", "key", "retire", "door", "other").code == 1
+    product = door.catalog.get_product("door")
+    assert product is not None and product.signed and [k.active for k in product.keys] == [False, True]
+    # creating the product again keeps its keys
+    assert run("product", "create", "door", "--enroll").code == 0
+    assert len(door.catalog.get_product("door").keys) == 2  # type: ignore[union-attr]
+
+
+def test_releases_and_device_show_name_the_signing_key(door: World, run: Run) -> None:
+    assert run("product", "key", "add", "door", str(SIGNING / "pub-rsa2048-a.pem"), "--name", "main").code == 0
+    key = door.catalog.get_product("door").keys[0]  # type: ignore[union-attr]
+    base = door.catalog.get_release("door", Kind.APP, "1.1.0")
+    assert base is not None
+    signed = replace(
+        base,
+        version="1.2.0",
+        signature_scheme="esp8266-rsa-pkcs1v15-sha256",
+        signed_by=(key.fingerprint,),
+    )
+    door.catalog.add_release(signed)
+    table = run("releases", "door").out
+    assert f"esp8266-rsa-pkcs1v15-sha256 by {key.fingerprint[:12]} (main)" in table
+    # device show names the signature of the release the device runs (its record learns it at install)
+    from otafleet_cli import views
+
+    stored = door.devices.get(MAC)
+    assert stored is not None
+    device = replace(stored, running_version="1.2.0")
+    assert f"{key.fingerprint[:12]} (main)" in views.device_fields(device, signed, [key])

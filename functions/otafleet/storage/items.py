@@ -17,9 +17,11 @@ from otafleet.models import (
     Channel,
     Delivery,
     Device,
+    KeyState,
     Kind,
     Plan,
     Product,
+    ProductKey,
     Release,
     ReleaseState,
     Reported,
@@ -108,7 +110,37 @@ def product_to_item(p: Product) -> Item:
             "allow_downgrade": p.allow_downgrade,
             "max_image_bytes": p.max_image_bytes,
             "window": window_to_map(p.window),
+            # On the product item itself: the decision's one query loads them with the product.
+            "keys": [key_to_map(k) for k in p.keys] or None,
         }
+    )
+
+
+def key_to_map(k: ProductKey) -> Item:
+    return _clean(
+        {
+            "name": k.name,
+            "fingerprint": k.fingerprint,
+            "algorithm": k.algorithm,
+            "pem": k.pem,
+            "state": k.state.value,
+            "sbv2_digest": k.sbv2_digest,
+            "added_at": k.added_at,
+            "retired_at": k.retired_at,
+        }
+    )
+
+
+def key_from_map(m: Item) -> ProductKey:
+    return ProductKey(
+        name=m["name"],
+        fingerprint=m["fingerprint"],
+        algorithm=m.get("algorithm", ""),
+        pem=m.get("pem", ""),
+        state=KeyState(m.get("state", "active")),
+        sbv2_digest=m.get("sbv2_digest"),
+        added_at=m.get("added_at"),
+        retired_at=m.get("retired_at"),
     )
 
 
@@ -123,6 +155,7 @@ def product_from_item(item: Item) -> Product:
         allow_downgrade=bool(item.get("allow_downgrade", False)),
         max_image_bytes=_int(item.get("max_image_bytes"), 16 * 1024 * 1024),
         window=window_from_map(item.get("window")),
+        keys=tuple(key_from_map(m) for m in item.get("keys") or ()),
     )
 
 
@@ -238,6 +271,9 @@ def release_to_item(r: Release) -> Item:
             "uploaded_at": r.uploaded_at,
             "sketch_size": r.sketch_size,
             "flashed_md5s": list(r.flashed_md5s),
+            "signature_scheme": r.signature_scheme,
+            "signed_by": list(r.signed_by) or None,
+            "trusts": list(r.trusts) or None,
         }
     )
 
@@ -261,6 +297,9 @@ def release_from_item(item: Item) -> Release:
         uploaded_at=item.get("uploaded_at"),
         sketch_size=_int(item["sketch_size"]) if item.get("sketch_size") is not None else None,
         flashed_md5s=tuple(item.get("flashed_md5s") or ()),
+        signature_scheme=item.get("signature_scheme"),
+        signed_by=tuple(item.get("signed_by") or ()),
+        trusts=tuple(item.get("trusts") or ()),
     )
 
 
