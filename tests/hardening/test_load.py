@@ -3,7 +3,8 @@ concurrent clients against 127.0.0.1, with zero errors, printing throughput and 
 
 Opt-in (it takes a minute or so): OTAFLEET_LOAD=1 .venv/bin/python -m pytest tests/hardening/test_load.py -q
 Knobs: OTAFLEET_LOAD_REQUESTS (default 3000), OTAFLEET_LOAD_CONCURRENCY (default 24), OTAFLEET_LOAD_SECONDS
-(the run's time limit, default 300). The figures are also written to build/load/latest.json.
+(the run's time limit, default 300), OTAFLEET_LOAD_CHECKS (warm 304s, default 3000), OTAFLEET_LOAD_SANDBOXES
+(the stack's --concurrency). The figures are also written to build/load/latest.json.
 
 `otafleet-local` runs in its own process on free ports (as users run it), with its demo product: `demo`
 (esp8266, redirect delivery, enrollment open) on release 1.0.1. The request mix, over a pool of devices
@@ -53,6 +54,8 @@ pytestmark = [
 
 REQUESTS = int(os.environ.get("OTAFLEET_LOAD_REQUESTS", "3000"))
 CHECKS = int(os.environ.get("OTAFLEET_LOAD_CHECKS", "3000"))
+# otafleet-local's --concurrency (sandboxes per function); unset: its default.
+SANDBOXES = os.environ.get("OTAFLEET_LOAD_SANDBOXES")
 CONCURRENCY = int(os.environ.get("OTAFLEET_LOAD_CONCURRENCY", "24"))
 TIME_LIMIT = float(os.environ.get("OTAFLEET_LOAD_SECONDS", "300"))
 DEVICES = 256
@@ -113,6 +116,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             stack_command(
                 *("--port", "0", "--aws-port", "0", "--quiet", "--ready-file", str(ready)),
                 *("--data", str(workdir / "data"), "--env", "ENROLL_PER_HOUR=1000000"),
+                *(("--concurrency", SANDBOXES) if SANDBOXES else ()),
             ),
             cwd=ROOT,
             env=stack_env(),
