@@ -2,12 +2,19 @@
 
 Powertools Logger writes one JSON line per call; Metrics emits CloudWatch EMF with low-cardinality
 dimensions only (never a MAC). The X-Ray SDK is imported only when tracing is switched on.
+
+A Lambda sandbox runs one invocation at a time, but the local stack runs several at once in one process
+(its sandboxes share these objects), so what belongs to one invocation is kept per thread: the log
+keys are Powertools' thread-safe (context-local) keys, and the metric set, which every Metrics instance
+shares, is added to and flushed under a lock.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +22,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger, Metrics
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "otafleet")
+_metric_set = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +61,8 @@ def count(name: str, value: int = 1, **dimensions: str) -> None:
             for key, val in dimensions.items():
                 sm.add_dimension(name=key, value=val)
     else:
-        m.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        with _metric_set:
+            m.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
 _cold = True
@@ -76,7 +85,7 @@ def _with_context(func: Any) -> Any:
     def run(event: Any, context: Any) -> Any:
         global _cold
         cold, _cold = _cold, False
-        logger().append_keys(
+        logger().thread_safe_append_keys(
             correlation_id=_request_id(event),
             lambda_request_id=getattr(context, "aws_request_id", None),
             cold_start=cold,
@@ -88,10 +97,26 @@ def _with_context(func: Any) -> Any:
     return run
 
 
+def _flushing_metrics(func: Any) -> Any:
+    """Powertools' `log_metrics` (flush after every invocation, raised or not), with the shared metric
+    set flushed under the lock that guards adding to it: a flush iterates the set while another
+    invocation may be adding to it."""
+
+    @functools.wraps(func)
+    def run(event: Any, context: Any) -> Any:
+        try:
+            return func(event, context)
+        finally:
+            with _metric_set:
+                metrics().flush_metrics()
+
+    return run
+
+
 def handler_wrapper(func: Any) -> Any:
     """Log context on every line, flush metrics after every invocation; add the tracer only when
     tracing is on."""
-    wrapped = metrics().log_metrics(_with_context(func))
+    wrapped = _flushing_metrics(_with_context(func))
     if tracing_enabled():
         if importlib.util.find_spec("aws_xray_sdk") is None:
             # Lambda's own active tracing still records the invocation; the SDK adds subsegments for

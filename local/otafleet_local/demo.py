@@ -54,6 +54,15 @@ def _promoted(catalog: CatalogStore) -> bool:
     return track is not None and track.version == VERSION
 
 
+def existing(settings: Settings, dynamodb: Any) -> DemoData | None:
+    """The demo as a restored store has it (None once its product is gone): seeded in an earlier run,
+    never seeded twice, and whatever operators did to it since stays as they left it."""
+    loaded = CatalogStore(settings, client=dynamodb).load(PRODUCT, fresh=True)
+    if loaded is None:
+        return None
+    return DemoData(PRODUCT, CHANNEL, VERSION, DEVICE, KEY, loaded.releases.get((Kind.APP, VERSION)))
+
+
 def seed(settings: Settings, dynamodb: Any, s3: Any, *, wait_seconds: float = 15.0, publish_ready: bool) -> DemoData:
     catalog = CatalogStore(settings, client=dynamodb)
     catalog.put_product(

@@ -19,9 +19,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from otafleet_local.lambdas import DEFAULT_CONCURRENCY
+from otafleet_local.persist import StoreError
 from otafleet_local.stack import CannotListen, LocalStack, StackConfig
 
 PROG = "otafleet-local"
+DATA_FOLDER = ".local-stack"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -45,7 +48,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--stack-name", default="otafleet", help="CloudFormation stack name to register (otafleet)")
     parser.add_argument("--region", help="region of the local resources (default us-east-1)")
-    parser.add_argument("--no-demo", dest="demo", action="store_false", help="no demo product, image and device")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(DATA_FOLDER),
+        metavar="DIR",
+        help=f"folder that keeps the state (tables, buckets with object versions, queues) across restarts "
+        f"(default {DATA_FOLDER} in the current directory)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start empty even if the data folder holds state (the old snapshot is kept as state.pickle.before-fresh)",
+    )
+    parser.add_argument(
+        "--no-demo", dest="demo", action="store_false", help="no demo product, image and device in a new store"
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     parser.add_argument(
         "--env",
@@ -61,11 +79,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run scheduled functions (the rollout controller) every SECONDS instead of the template's rate "
         "(ControllerRateMinutes); 0: never (`otafleet rollout tick` runs it on demand)",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"invocations of one function at once, like warm Lambda sandboxes (default {DEFAULT_CONCURRENCY})",
+    )
     parser.add_argument("--ready-file", type=Path, help="write the stack's URLs and names as JSON here once ready")
     args = parser.parse_args(argv)
     for item in args.env:
         if "=" not in item or not item.split("=", 1)[0]:
             parser.error(f"--env {item!r}: expected NAME=VALUE")
+    if args.concurrency < 1:
+        parser.error("--concurrency: expected 1 or more")
     if args.schedule_seconds is not None and args.schedule_seconds < 0:
         parser.error("--schedule-seconds: expected 0 (no timers) or more")
     return args
@@ -101,6 +128,9 @@ def banner(stack: LocalStack) -> str:
     ]
     if stack.public_aws_endpoint != stack.aws_endpoint:
         lines.append(f"  devices download from {stack.public_aws_endpoint}")
+    if stack.config.data is not None:
+        state = "restored from" if stack.restored else "new, kept in"
+        lines.append(f"  state         {state} {stack.config.data.resolve()} (--fresh starts empty)")
     lines += [
         "",
         f"  export AWS_ENDPOINT_URL={stack.aws_endpoint} AWS_DEFAULT_REGION={stack.region}",
@@ -174,6 +204,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         quiet=args.quiet,
         env=dict(item.split("=", 1) for item in args.env),
         schedule_seconds=args.schedule_seconds,
+        concurrency=args.concurrency,
+        data=args.data,
+        fresh=args.fresh,
     )
     stop = threading.Event()
 
@@ -185,7 +218,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             stack.start()
-        except CannotListen as error:
+        except (CannotListen, StoreError) as error:
             print(f"{PROG}: {error}", file=sys.stderr)
             return 1
         except Exception as error:  # one line, never a traceback

@@ -49,7 +49,9 @@ log = logging.getLogger("otafleet_local.s3events")
 
 MAX_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
 RETRY_DELAY_SECONDS = 2
-WAIT_SECONDS = 1  # long-poll length: also how quickly the poller notices stop()
+# Short polls, this often: a long poll would wait inside the embedded AWS, which handles one request
+# at a time (otafleet_local.embedded). Also how quickly the poller notices stop().
+POLL_SECONDS = 0.2
 _sequence = itertools.count(int(time.time() * 1000) << 16)
 
 
@@ -171,7 +173,7 @@ class S3EventPoller:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = WAIT_SECONDS + 3) -> None:
+    def stop(self, timeout: float = POLL_SECONDS + 3) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -182,7 +184,7 @@ class S3EventPoller:
                 out = self.sqs.receive_message(
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=10,
-                    WaitTimeSeconds=WAIT_SECONDS,
+                    WaitTimeSeconds=0,
                     AttributeNames=["ApproximateReceiveCount"],
                 )
             except Exception as error:  # keep polling: a hiccup of the endpoint is not the end
@@ -191,6 +193,8 @@ class S3EventPoller:
                 log.warning("receiving S3 events for %s failed: %s", self.function.logical_id, error)
                 self._stop.wait(1)
                 continue
+            if not out.get("Messages") and self._stop.wait(POLL_SECONDS):
+                return
             for message in out.get("Messages", []):
                 if self._stop.is_set():
                     return  # not deleted: it becomes visible again, as an unprocessed event would

@@ -4,7 +4,7 @@ On AWS, EventBridge Scheduler invokes the controller function every `ControllerR
 cannot invoke a function of this process, so the local stack reads the schedules SAM generates from
 these events (template.yaml translated by samtranslator),
 resolves their `ScheduleExpression` with the local parameter values (`rate(5 minutes)`), and runs a timer
-thread per event that invokes the real handler, through the stack's one sandbox lock like every other
+thread per event that invokes the real handler, through the function's sandboxes like every other
 invocation, with the event's `Input` (parsed JSON) or `{}` as the payload. A failing invocation is
 logged; the next tick is the retry, as on AWS with the template's `MaximumRetryAttempts: 0`.
 

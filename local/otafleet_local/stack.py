@@ -2,7 +2,8 @@
 
 What `start()` brings up, in this process:
 
-1. moto's `ThreadedMotoServer` as the AWS endpoint (default http://127.0.0.1:4566);
+1. moto's `ThreadedMotoServer` as the AWS endpoint (default http://127.0.0.1:4566), and the same
+   backends answering the functions' boto3 clients in-process, without HTTP (`otafleet_local.embedded`);
 2. the stack's tables and bucket on it, from template.yaml (`otafleet_local.resources`);
 3. the template's functions, imported the way Lambda does, after the environment the template gives
    them is set with local values (`otafleet_local.lambdas`);
@@ -11,11 +12,16 @@ What `start()` brings up, in this process:
 5. the HTTP API on the template's routes (default http://127.0.0.1:3000, `otafleet_local.api`);
 6. a CloudFormation stack in moto whose outputs are the template's outputs with local values
    (`otafleet_local.discovery`), so `AWS_ENDPOINT_URL=… otafleet …` finds it as it finds a deployed one;
-7. the demo data (`otafleet_local.demo`), unless disabled;
+7. the demo data (`otafleet_local.demo`), unless disabled or the state was restored (it is seeded once);
 8. a timer per schedule event of the template (the rollout controller, `otafleet_local.schedules`).
 
+With a data folder (`StackConfig.data`; the command's default is `.local-stack/`), the embedded AWS's
+state is restored from it before anything else and snapshotted into it while running and at stop
+(`otafleet_local.persist`); without one, everything lives in memory only.
+
 Port 0 picks free ports (the chosen ones are on the object afterwards). The process environment gets
-fake AWS credentials, the region and `AWS_ENDPOINT_URL`; `stop()` restores it.
+fake AWS credentials and the region, and loses any `AWS_ENDPOINT_URL` (the functions' clients are
+answered in-process); `stop()` restores it.
 
 Users with Docker can also run `sam local start-api --env-vars events/env.local.json` (or
 `sam local invoke … --env-vars events/env.local.json`) against this stack's AWS endpoint: that file sets
@@ -37,9 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
-from otafleet_local import discovery, lambdas, s3events, schedules, template
+from otafleet_local import discovery, embedded, lambdas, persist, s3events, schedules, template
 from otafleet_local.api import ApiServer, routes_for
 from otafleet_local.intrinsics import NAME_PROPERTIES, Resolver
 
@@ -102,6 +110,9 @@ class StackConfig:
     env: dict[str, str] = field(default_factory=dict)  # function environment overrides
     # Seconds between runs of every scheduled function instead of the template's rate; 0: no timers.
     schedule_seconds: float | None = None
+    concurrency: int = lambdas.DEFAULT_CONCURRENCY  # invocations of one function at once
+    data: Path | None = None  # data folder to keep the state in; None: memory only
+    fresh: bool = False  # start empty even when the data folder holds state
     template_path: Path = template.TEMPLATE
     env_file: Path = ENV_FILE
 
@@ -133,13 +144,18 @@ def _check_port(host: str, port: int, option: str) -> None:
 
 
 class _MotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer whose start() returns (and reports) when binding fails, instead of hanging."""
+    """ThreadedMotoServer whose start() returns (and reports) when binding fails, instead of hanging,
+    and whose requests go through the embedded AWS's lock (`embedded.LockedApp`)."""
 
     bind_error: BaseException | None = None
 
     def _server_entry(self) -> None:
         try:
-            super()._server_entry()
+            # As ThreadedMotoServer._server_entry, with the application wrapped.
+            app = embedded.LockedApp(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True)
+            self._server_ready_event.set()
+            self._server.serve_forever()
         except BaseException as error:  # handed to the thread waiting in start()
             self.bind_error = error
             self._server_ready_event.set()
@@ -204,6 +220,8 @@ class LocalStack:
         self._pollers: list[s3events.S3EventPoller] = []
         self.timers: list[schedules.ScheduleTimer] = []
         self._saved_env: dict[str, str | None] = {}
+        self._store: persist.Store | None = None
+        self.restored = False  # whether the state came from the data folder (not new, not fresh)
         self._started = False
 
     # --- where things are -------------------------------------------------------------------------
@@ -291,6 +309,8 @@ class LocalStack:
             "catalog_table": self.catalog_table,
             "functions": {k: f.loaded for k, f in self.functions.items()},
             "schedules": {f"{t.schedule.function}.{t.schedule.name}": t.seconds for t in self.timers},
+            "data": None if self.config.data is None else str(self.config.data.resolve()),
+            "restored": self.restored,
             "demo": None
             if self.demo is None
             else {
@@ -326,6 +346,12 @@ class LocalStack:
         self.api_port = self._api.server_address[1]
         _check_port(self.aws_host, cfg.aws_port, "--aws-port")
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
+        # Before any boto3 session exists: sessions take botocore's built-in handlers when created.
+        embedded.install()
+        if cfg.data is not None:
+            store = persist.Store(cfg.data, fresh=cfg.fresh)
+            self.restored = store.open()  # into the still empty backends, before anything reaches them
+            self._store = store
 
         moto = _MotoServer(ip_address=self.aws_host, port=cfg.aws_port, verbose=False)
         moto.start()
@@ -342,7 +368,7 @@ class LocalStack:
             region=self.region,
             stack_name=cfg.stack_name,
         )
-        self.functions = lambdas.from_template(resolver, self.names, threading.Lock(), cfg.template_path)
+        self.functions = lambdas.from_template(resolver, self.names, cfg.concurrency, cfg.template_path)
         self._set_environment()
 
         from otafleet_local import resources  # imports otafleet: only once the environment is set
@@ -374,7 +400,11 @@ class LocalStack:
         outputs = discovery.local_outputs(resolver, {"ApiUrl": self.api_url}, cfg.template_path)
         discovery.register(self.client("cloudformation"), cfg.stack_name, outputs)
 
-        if cfg.demo:
+        if cfg.demo and self.restored:
+            from otafleet_local import demo
+
+            self.demo = demo.existing(self.settings(), self.client("dynamodb"))
+        elif cfg.demo:
             from otafleet_local import demo
 
             publish = [f for f in self.functions.values() if f.logical_id in queues]
@@ -385,6 +415,8 @@ class LocalStack:
                 publish_ready=bool(publish) and all(f.loaded for f in publish),
             )
 
+        if self._store is not None:
+            self._store.start()
         # Last: the API port accepts connections only once the stack (its outputs, the demo) is ready.
         self._api.activate()
         self._api_thread = threading.Thread(
@@ -412,13 +444,18 @@ class LocalStack:
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_ENDPOINT_URL": self.aws_endpoint,
                 "PUBLIC_S3_ENDPOINT": self.public_aws_endpoint,
             }
         )
-        scrub = [*SCRUBBED, *(k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_"))]
+        # No endpoint for the functions' clients: unset, they address AWS's host names, which the
+        # embedded AWS answers in-process (an endpoint would send them over HTTP to the moto server).
+        env.pop("AWS_ENDPOINT_URL", None)
+        scrub = [*SCRUBBED, "AWS_ENDPOINT_URL", *(k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_"))]
         for function in self.functions.values():
-            function.environment = {**function.environment, **{k: env[k] for k in function.environment}}
+            function.environment = {
+                **{k: v for k, v in function.environment.items() if k not in scrub},
+                **{k: env[k] for k in function.environment if k in env},
+            }
         for name in [*env, *scrub]:
             self._saved_env.setdefault(name, os.environ.get(name))
         for name in scrub:
@@ -444,6 +481,13 @@ class LocalStack:
             except Exception as error:  # shutting down anyway
                 log.debug("stopping the AWS endpoint: %s", error)
             self._moto = None
+        if self._store is not None:
+            try:
+                self._store.close()  # the last snapshot, once nothing can write any more
+            except Exception:  # stopping anyway; the previous snapshot is intact
+                log.exception("the last snapshot to %s failed", self._store.path)
+            self._store = None
+        embedded.uninstall()
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

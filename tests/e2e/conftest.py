@@ -26,7 +26,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
     stdout, stderr = workdir / "stdout.log", workdir / "stderr.log"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(
-            stack_command("--port", "0", "--aws-port", "0", "--ready-file", str(ready)),
+            stack_command(
+                "--port", "0", "--aws-port", "0", "--ready-file", str(ready), "--data", str(workdir / "data")
+            ),
             cwd=ROOT,
             env=stack_env(),
             stdout=out,

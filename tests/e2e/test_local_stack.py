@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -300,14 +301,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("option", ["--port", "--aws-port"])
-def test_port_in_use_is_one_clear_line(option: str) -> None:
+def test_port_in_use_is_one_clear_line(option: str, tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         other = "--aws-port" if option == "--port" else "--port"
         done = subprocess.run(
-            stack_command(option, str(port), other, "0", "--no-demo"),
+            stack_command(option, str(port), other, "0", "--no-demo", "--data", str(tmp_path / "data")),
             cwd=ROOT,
             env=stack_env(),
             capture_output=True,

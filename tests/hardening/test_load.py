@@ -3,7 +3,8 @@ concurrent clients against 127.0.0.1, with zero errors, printing throughput and 
 
 Opt-in (it takes a minute or so): OTAFLEET_LOAD=1 .venv/bin/python -m pytest tests/hardening/test_load.py -q
 Knobs: OTAFLEET_LOAD_REQUESTS (default 3000), OTAFLEET_LOAD_CONCURRENCY (default 24), OTAFLEET_LOAD_SECONDS
-(the run's time limit, default 300). The figures are also written to build/load/latest.json.
+(the run's time limit, default 300), OTAFLEET_LOAD_CHECKS (warm 304s, default 3000), OTAFLEET_LOAD_SANDBOXES
+(the stack's --concurrency). The figures are also written to build/load/latest.json.
 
 `otafleet-local` runs in its own process on free ports (as users run it), with its demo product: `demo`
 (esp8266, redirect delivery, enrollment open) on release 1.0.1. The request mix, over a pool of devices
@@ -15,19 +16,28 @@ that enroll themselves at their first check:
 - devices unknown to any product asking `/update` (`404`).
 An error is any exception, timeout, or answer other than the one its kind expects. The run stops by
 itself: a fixed number of requests, socket timeouts, and a time limit.
+
+A second test measures warm `304` checks alone (OTAFLEET_LOAD_CHECKS, default 3000, over devices that
+have checked in before), the figure the README quotes, and the same load against the seed's PHP script
+served by `php -S` when `php` is on the machine, printed as a ratio (or that PHP is absent).
+Enrollment's rate limit is lifted for the run (`--env ENROLL_PER_HOUR=…`): the pool is larger than an
+hour's worth of new devices, and the limit is not what this measures.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,12 +53,17 @@ pytestmark = [
 ]
 
 REQUESTS = int(os.environ.get("OTAFLEET_LOAD_REQUESTS", "3000"))
+CHECKS = int(os.environ.get("OTAFLEET_LOAD_CHECKS", "3000"))
+# otafleet-local's --concurrency (sandboxes per function); unset: its default.
+SANDBOXES = os.environ.get("OTAFLEET_LOAD_SANDBOXES")
 CONCURRENCY = int(os.environ.get("OTAFLEET_LOAD_CONCURRENCY", "24"))
 TIME_LIMIT = float(os.environ.get("OTAFLEET_LOAD_SECONDS", "300"))
 DEVICES = 256
 SOCKET_TIMEOUT = 30.0
 START_TIMEOUT = 60.0
 RESULTS = ROOT / "build" / "load" / "latest.json"
+WARM_RESULTS = ROOT / "build" / "load" / "warm-304.json"
+WARM_DEVICES = 64
 
 # kind -> the statuses that are not errors for it
 EXPECTED = {
@@ -98,7 +113,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     ready = workdir / "ready.json"
     with (workdir / "stdout.log").open("wb") as out, (workdir / "stderr.log").open("wb") as err:
         process = subprocess.Popen(
-            stack_command("--port", "0", "--aws-port", "0", "--quiet", "--ready-file", str(ready)),
+            stack_command(
+                *("--port", "0", "--aws-port", "0", "--quiet", "--ready-file", str(ready)),
+                *("--data", str(workdir / "data"), "--env", "ENROLL_PER_HOUR=1000000"),
+                *(("--concurrency", SANDBOXES) if SANDBOXES else ()),
+            ),
             cwd=ROOT,
             env=stack_env(),
             stdout=out,
@@ -204,10 +223,8 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def test_load_on_the_local_stack(stack: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    assert 1 <= CONCURRENCY <= 64 and REQUESTS > 0
-    client = Client(stack)
-    work = plan(REQUESTS)
+def run(one: Callable[[str, int], list[Sample]], work: list[tuple[str, int]]) -> tuple[list[Sample], float]:
+    """Every job of `work` through `one`, from CONCURRENCY threads; (samples, seconds)."""
     stop = time.monotonic() + TIME_LIMIT
     samples: list[Sample] = []
     lock = threading.Lock()
@@ -219,7 +236,7 @@ def test_load_on_the_local_stack(stack: dict[str, Any], capsys: pytest.CaptureFi
                 job = next(cursor, None)
             if job is None:
                 return
-            done = client.one(*job)
+            done = one(*job)
             with lock:
                 samples.extend(done)
 
@@ -227,12 +244,14 @@ def test_load_on_the_local_stack(stack: dict[str, Any], capsys: pytest.CaptureFi
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
         for future in [pool.submit(worker) for _ in range(CONCURRENCY)]:
             future.result(timeout=TIME_LIMIT + SOCKET_TIMEOUT + 10)
-    elapsed = time.perf_counter() - started
+    return samples, time.perf_counter() - started
 
+
+def report_of(samples: list[Sample], elapsed: float) -> Report:
     device_samples = [s for s in samples if s.kind != "download"]
     latencies = sorted(s.seconds * 1000 for s in device_samples)
     errors = [s.error for s in samples if s.error]
-    report = Report(
+    return Report(
         requests=len(device_samples),
         concurrency=CONCURRENCY,
         seconds=elapsed,
@@ -245,6 +264,13 @@ def test_load_on_the_local_stack(stack: dict[str, Any], capsys: pytest.CaptureFi
         errors=len(errors),
         error_examples=[e for e in errors if e][:10],
     )
+
+
+def test_load_on_the_local_stack(stack: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert 1 <= CONCURRENCY <= 64 and REQUESTS > 0
+    client = Client(stack)
+    samples, elapsed = run(client.one, plan(REQUESTS))
+    report = report_of(samples, elapsed)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(asdict(report), indent=2) + "\n")
     with capsys.disabled():
@@ -254,3 +280,175 @@ def test_load_on_the_local_stack(stack: dict[str, Any], capsys: pytest.CaptureFi
     assert report.requests == REQUESTS, f"stopped by the {TIME_LIMIT:g} s limit after {report.requests} requests"
     assert report.errors == 0, report.error_examples
     assert any(s.kind == "download" for s in samples), "no redirect was followed"
+
+
+def warm_mac(device: int) -> str:
+    return f"5C:CF:7F:{0x60 + (device >> 8):02X}:{device & 0xFF:02X}:33"
+
+
+class WarmClient:
+    """Device-shaped checks of devices that run the target (`x-ESP8266-version` = the release): each
+    must be a `304` saying `up-to-date`. One connection per check, HTTP/1.0, as an ESP8266 asks."""
+
+    def __init__(self, host: str, port: int, target: str, version: str, reason: str | None) -> None:
+        self.host, self.port, self.target, self.version, self.reason = host, port, target, version, reason
+
+    def one(self, kind: str, device: int) -> list[Sample]:
+        request = esp_request(self.target, f"{self.host}:{self.port}", device_headers(warm_mac(device), self.version))
+        started = time.perf_counter()
+        try:
+            response = raw_request(self.host, self.port, request, timeout=SOCKET_TIMEOUT)
+        except Exception as exc:
+            return [Sample(kind, None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")]
+        seconds = time.perf_counter() - started
+        error = None
+        if response.status != 304 or response.body:
+            error = f"{response.status} {response.body[:120]!r}"
+        elif self.reason and response.header("X-Otafleet-Reason") != self.reason:
+            error = f"304 for {response.header('X-Otafleet-Reason')!r}, not {self.reason!r}"
+        return [Sample(kind, response.status, seconds, error)]
+
+
+# The update script of the ESP8266 core's documentation (the seed), reduced to its 304 path and its
+# checks: the same headers are read and validated, the MAC looked up in `$db`, the version compared.
+PHP_SCRIPT = r"""<?php
+header('Content-type: text/plain; charset=utf8', true);
+function check_header($name, $value = false) {
+    if (!isset($_SERVER[$name])) { return false; }
+    if ($value && $_SERVER[$name] != $value) { return false; }
+    return true;
+}
+if (!check_header('HTTP_USER_AGENT', 'ESP8266-http-Update')) {
+    header($_SERVER["SERVER_PROTOCOL"].' 403 Forbidden', true, 403);
+    echo "only for ESP8266 updater!
+";
+    exit();
+}
+if (!check_header('HTTP_X_ESP8266_STA_MAC') || !check_header('HTTP_X_ESP8266_AP_MAC') ||
+    !check_header('HTTP_X_ESP8266_FREE_SPACE') || !check_header('HTTP_X_ESP8266_SKETCH_SIZE') ||
+    !check_header('HTTP_X_ESP8266_SKETCH_MD5') || !check_header('HTTP_X_ESP8266_CHIP_SIZE') ||
+    !check_header('HTTP_X_ESP8266_SDK_VERSION')) {
+    header($_SERVER["SERVER_PROTOCOL"].' 403 Forbidden', true, 403);
+    echo "only for ESP8266 updater! (header)
+";
+    exit();
+}
+$db = array(%(db)s);
+if (!isset($db[$_SERVER['HTTP_X_ESP8266_STA_MAC']])) {
+    header($_SERVER["SERVER_PROTOCOL"].' 500 ESP MAC not configured for updates', true, 500);
+    exit();
+}
+$localBinary = "./bin/".$db[$_SERVER['HTTP_X_ESP8266_STA_MAC']].".bin";
+if ((!check_header('HTTP_X_ESP8266_SDK_VERSION')
+        && $db[$_SERVER['HTTP_X_ESP8266_STA_MAC']] != $_SERVER['HTTP_X_ESP8266_VERSION'])
+    || $_SERVER["HTTP_X_ESP8266_SKETCH_MD5"] != md5_file($localBinary)) {
+    header($_SERVER["SERVER_PROTOCOL"].' 200 OK', true, 200);
+    header('Content-Type: application/octet-stream', true);
+    header('Content-Length: '.filesize($localBinary), true);
+    header('x-MD5: '.md5_file($localBinary), true);
+    readfile($localBinary);
+} else {
+    header($_SERVER["SERVER_PROTOCOL"].' 304 Not Modified', true, 304);
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def php_baseline(workdir: Path, version: str, image: bytes) -> Report | None:
+    """The same warm checks against the seed's PHP script under `php -S`; None without php."""
+    php = shutil.which("php")
+    if php is None:
+        return None
+    (workdir / "bin").mkdir(parents=True, exist_ok=True)
+    (workdir / "bin" / f"{version}.bin").write_bytes(image)
+    db = ", ".join(f"'{warm_mac(d)}' => '{version}'" for d in range(WARM_DEVICES))
+    (workdir / "update.php").write_text(PHP_SCRIPT % {"db": db})
+    port = _free_port()
+    env = {**os.environ, "PHP_CLI_SERVER_WORKERS": str(os.cpu_count() or 1)}
+    server = subprocess.Popen(
+        [php, "-S", f"127.0.0.1:{port}", "-t", str(workdir)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "php -S did not listen within 10 s"
+                time.sleep(0.05)
+        md5 = hashlib.md5(image).hexdigest()
+        client = PhpClient("127.0.0.1", port, version, md5)
+        samples, elapsed = run(client.one, [("php-304", d % WARM_DEVICES) for d in range(CHECKS)])
+        return report_of(samples, elapsed)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+class PhpClient(WarmClient):
+    """The seed script answers 304 when the sketch MD5 matches its binary's, so the device sends it."""
+
+    def __init__(self, host: str, port: int, version: str, md5: str) -> None:
+        super().__init__(host, port, "/update.php", version, None)
+        self.md5 = md5
+
+    def one(self, kind: str, device: int) -> list[Sample]:
+        headers = {**device_headers(warm_mac(device), self.version), "x-ESP8266-sketch-md5": self.md5}
+        request = esp_request(self.target, f"{self.host}:{self.port}", headers)
+        started = time.perf_counter()
+        try:
+            response = raw_request(self.host, self.port, request, timeout=SOCKET_TIMEOUT)
+        except Exception as exc:
+            return [Sample(kind, None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}")]
+        error = None if response.status == 304 else f"{response.status} {response.body[:120]!r}"
+        return [Sample(kind, response.status, time.perf_counter() - started, error)]
+
+
+def test_warm_304_checks_per_second(stack: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Warm `304`s alone: devices known to the stack (each has checked in once), running the target."""
+    assert 1 <= CONCURRENCY <= 64 and CHECKS > 0
+    host, port = urlsplit(stack["api_url"]).netloc.rsplit(":", 1)
+    demo = stack["demo"]
+    client = WarmClient(host, int(port), f"/update/{demo['product']}", demo["version"], "up-to-date")
+    warmup, _ = run(client.one, [("warm-up", d) for d in range(WARM_DEVICES)])  # enrolls them
+    assert [s.error for s in warmup if s.error] == []
+    samples, elapsed = run(client.one, [("304", i % WARM_DEVICES) for i in range(CHECKS)])
+    report = report_of(samples, elapsed)
+    WARM_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    WARM_RESULTS.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    lines = [
+        f"warm 304: {report.requests} checks at concurrency {CONCURRENCY} in {report.seconds:.1f} s "
+        f"-> {report.throughput:.0f} checks/s, p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms, "
+        f"errors {report.errors}"
+    ]
+    from otafleet_local.demo import sample_image
+
+    php = php_baseline(tmp_path / "php", demo["version"], sample_image())
+    if php is None:
+        lines.append("php baseline: php is absent on this machine (no ratio)")
+    else:
+        lines.append(
+            f"php baseline (seed script, php -S): {php.throughput:.0f} checks/s, p50 {php.p50_ms:.1f} ms, "
+            f"p99 {php.p99_ms:.1f} ms, errors {php.errors}; otafleet-local / php = "
+            f"{report.throughput / php.throughput:.3f}"
+        )
+    with capsys.disabled():
+        print()
+        for line in lines:
+            print(line)
+    assert report.requests == CHECKS, f"stopped by the {TIME_LIMIT:g} s limit after {report.requests} checks"
+    assert report.errors == 0, report.error_examples

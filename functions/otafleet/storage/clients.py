@@ -1,11 +1,20 @@
-"""boto3 clients, created once per process and only when first needed (cold starts stay short)."""
+"""boto3 clients, created once per process and only when first needed (cold starts stay short).
+
+The clients are thread-safe and shared; creating them is not: boto3.client() uses boto3's default
+session, and a session used from two threads at once can fail half-initialised (KeyError on a
+component). One Lambda sandbox never runs two invocations at once, but the local stack runs several in
+one process, so creation is serialised here. A rare duplicate from two first uses at once is harmless.
+"""
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from typing import Any
 
 from otafleet.config import Settings
+
+_creating = threading.Lock()
 
 
 @lru_cache(maxsize=4)
@@ -15,7 +24,8 @@ def dynamodb(settings: Settings) -> Any:
 
     # Devices retry at their next scheduled check; failing fast beats holding the Lambda.
     config = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 3, "mode": "standard"})
-    return boto3.client("dynamodb", region_name=settings.region, config=config)
+    with _creating:
+        return boto3.client("dynamodb", region_name=settings.region, config=config)
 
 
 @lru_cache(maxsize=4)
@@ -35,7 +45,8 @@ def s3(settings: Settings, *, public: bool = False) -> Any:
         # host name cannot take the bucket as a subdomain.
         s3={"addressing_style": "path" if local else "virtual", "us_east_1_regional_endpoint": "regional"},
     )
-    return boto3.client("s3", region_name=settings.region, endpoint_url=endpoint, config=config)
+    with _creating:
+        return boto3.client("s3", region_name=settings.region, endpoint_url=endpoint, config=config)
 
 
 @lru_cache(maxsize=4)
@@ -49,4 +60,5 @@ def sns(settings: Settings) -> Any:
     # under the update function's 10 s timeout: a hung SNS costs that check at most 2 x (1 + 2) s, and the
     # transition is written already whatever the publish does.
     config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"})
-    return boto3.client("sns", region_name=settings.region, config=config)
+    with _creating:
+        return boto3.client("sns", region_name=settings.region, config=config)
