@@ -27,7 +27,10 @@ def ticking_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
     workdir = tmp_path_factory.mktemp("ticking-stack")
     ready = workdir / "ready.json"
     stdout, stderr = workdir / "stdout.log", workdir / "stderr.log"
-    argv = stack_command("--port", "0", "--aws-port", "0", "--ready-file", str(ready), "--schedule-seconds", "1")
+    argv = stack_command(
+        "--port", "0", "--aws-port", "0", "--ready-file", str(ready), "--schedule-seconds", "1",
+        "--data", str(workdir / "data"),
+    )  # fmt: skip
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(argv, cwd=ROOT, env=stack_env(), stdout=out, stderr=err)
     stack = RunningStack(process, {}, stdout, stderr)
