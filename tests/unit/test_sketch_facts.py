@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from otafleet import sketchfacts
-from otafleet.imageformat import ImageInfo, parse_app_image
+from otafleet.imageformat import ImageError, ImageInfo, parse_app_image
 from otafleet.sketchfacts import DEVICE_FLASH_MODES, DeviceFacts, device_facts
 from otafleet_local import sample_images as si
 
@@ -258,14 +258,14 @@ def test_esp32_signed_images_have_a_second_size(scheme: str, hash_appended: bool
         assert facts.sketch_sha256 == hashlib.sha256(data[:unsigned_len]).hexdigest()
 
 
-def test_esp32_secure_boot_v2_sector_not_where_the_app_looks_gives_no_signed_size() -> None:
+def test_esp32_secure_boot_v2_sector_not_where_the_bootloader_looks_is_refused() -> None:
+    """The bootloader reads the signature sector at the first 4 KiB boundary after the image; a sector
+    one erased sector further is not a signature to it, only bytes a device would flash."""
     image = si.build_esp32_image(chip="esp32c3", size=10_000, seed=5)
     body = image + b"\xff" * (-len(image) % 4096 + 4096)  # one spare erased sector before the signature
-    data = body + si.secure_boot_v2_sector(body)
-    info, facts = facts_of(data)
-    assert info.signature == "secure-boot-v2"
-    assert facts.signed_sketch_size is None
-    assert facts.flashed_md5s == (md5_hex(image),)
+    with pytest.raises(ImageError) as caught:
+        parse_app_image(body + si.secure_boot_v2_sector(body))
+    assert caught.value.code == "trailing-data"
 
 
 def test_toolchain_made_esp32c3_image() -> None:
