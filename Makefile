@@ -78,8 +78,10 @@ typecheck: setup
 	$(VENV)/bin/mypy functions cli local tests scripts $(wildcard bench/*.py)
 
 # The template security tests run checkov too (front door on and off), so it is installed first.
+# One worker per core (pytest-xdist); PYTEST_ARGS="-p no:xdist" runs it in one process.
+PYTEST_WORKERS ?= auto
 pytest: setup $(CHECKOV_STAMP)
-	OTAFLEET_REQUIRE_TOOLS=1 $(PY) -m pytest $(PYTEST_ARGS)
+	OTAFLEET_REQUIRE_TOOLS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 template-check: setup $(SAM_STAMP)
 	$(PY) scripts/template_check.py --sam $(SAM)
