@@ -278,6 +278,7 @@ class Controller:
             now,
             control=self._control_rate(track, seen),
             eligible=plans.eligible_now(stages, track),
+            present=plans.present_now(stages, track),
             pending=seen.overdue,
         )
 
@@ -355,6 +356,7 @@ class Controller:
                 now,
                 control=self._control_rate(track, seen),
                 eligible=plans.eligible_now(stages, track),
+                present=plans.present_now(stages, track),
                 pending=seen.overdue,
             )
             test = rollout.silence_test(track, seen.control)

@@ -9,7 +9,8 @@ success bar. The rollout runs at its current stage's percentage; raising a stage
   was last resumed: time spent paused or halted proves nothing);
 - **waits** while fewer devices are judged than `min(min_devices, eligible)` — a stage with devices that
   never checked in stays where it is, but a stage that holds no device at all moves on, since there is
-  nothing in it to learn from or to put at risk;
+  nothing in it to learn from or to put at risk (a stage of untrusted devices only, whose verdicts do
+  not count, is not empty: it waits, for lack of evidence);
 - **waits** while the success share is under `min_success`: installed devices over the judged and the
   overdue ones (offered, not back although their usual interval has passed: perhaps bricked, not silent
   yet), where a silent device counts against the release only beyond the control group's silence rate
@@ -133,13 +134,17 @@ def success_share(track: Track, baseline: float, pending: int = 0) -> float | No
     return track.successes / base if base > 0 else None
 
 
-def next_step(track: Track, now: str, *, control: float | None, eligible: int, pending: int) -> Step:
+def next_step(
+    track: Track, now: str, *, control: float | None, eligible: int, pending: int, present: int | None = None
+) -> Step:
     """What the controller does next about `track`'s plan. `control`: the control group's silence rate,
     None without a usable control group (then the one measured when the plan last advanced counts);
     `eligible`: trusted devices of the channel the current stage includes; `pending`: trusted devices
     offered the release, not judged yet and overdue (rollout.Observation.overdue): devices offered
     moments ago are in no term, so a paced stage, always offering some, is judged on the ones that had
-    their time to come back."""
+    their time to come back. `present`: the devices the stage includes, trusted or not (default
+    `eligible`): a stage of devices none of whose verdicts count is not an empty stage, it has no
+    evidence."""
     plan = track.plan
     if plan is None:
         return Step(Action.NONE, "no plan: the rollout moves only when an operator moves it")
@@ -156,7 +161,7 @@ def next_step(track: Track, now: str, *, control: float | None, eligible: int, p
         left = ends - epoch(now)
         return Step(Action.WAIT, f"{stage} soaking, {_duration(left)} left", at=_iso(ends))
     n, needed = judged(track), min(track.min_devices, eligible)
-    if eligible == 0 and n == 0:
+    if eligible == 0 and n == 0 and not (eligible if present is None else present):
         why = f"{stage} soaked and holds no device"
     elif n < needed:
         return Step(Action.WAIT, f"{stage} soaked; {n} of {needed} devices judged, {pending} overdue")
@@ -215,6 +220,7 @@ class StageTally:
 
     percent: int
     eligible: int = 0
+    present: int = 0  # the stage's devices, trusted or not
     offered: int = 0
     installed: int = 0
     failed: int = 0
@@ -237,10 +243,13 @@ def tally(
 ) -> tuple[StageTally, ...]:
     stages = stages_of(track)
     # Keyed by attempt state; "eligible" and "attempts" (offered at all) beside them.
-    counts = [dict.fromkeys(("eligible", "attempts", *(s.value for s in AttemptState)), 0) for _ in stages]
+    counts = [dict.fromkeys(("present", "eligible", "attempts", *(s.value for s in AttemptState)), 0) for _ in stages]
     for d in rollout.members(devices, product=product, channel=channel, kind=kind):
         i = rollout.stage_of(rollout.bucket(d.mac, product, kind, track.version), stages)
-        if i >= len(stages) or not trusted(d):
+        if i >= len(stages):
+            continue
+        counts[i]["present"] += 1
+        if not trusted(d):
             continue
         counts[i]["eligible"] += 1
         a = d.attempts.get(kind)
@@ -251,6 +260,7 @@ def tally(
         StageTally(
             percent,
             eligible=c["eligible"],
+            present=c["present"],
             offered=c["attempts"],
             installed=c[AttemptState.INSTALLED.value],
             failed=c[AttemptState.FAILED.value],
@@ -264,6 +274,11 @@ def tally(
 def eligible_now(stages: tuple[StageTally, ...], track: Track) -> int:
     """Trusted devices the rollout's current percentage includes."""
     return sum(s.eligible for s in stages if s.percent <= track.percent)
+
+
+def present_now(stages: tuple[StageTally, ...], track: Track) -> int:
+    """Devices, trusted or not, the rollout's current percentage includes."""
+    return sum(s.present for s in stages if s.percent <= track.percent)
 
 
 def _iso(at: int) -> str:

@@ -17,9 +17,10 @@ from otafleet.fleet import Fleet, FleetError
 from otafleet.models import Catalog, Kind, Track, TrackState
 from otafleet.service import UpdateService
 from support.clock import Clock
-from support.devices import esp8266_headers
+from support.devices import esp8266_headers, http_api_event
 from support.topics import Subscription, subscribe
 from support.world import World
+from update import app as update_app
 
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SIZES = {"1.0.0": 300_016, "2.0.0": 310_032}
@@ -208,3 +209,32 @@ def test_status_shows_the_stages_and_the_next_action(rig: Rig) -> None:
     assert second.offered == 0 and second.eligible == len(in_stage(50) - in_stage(10))
     assert sum(s.eligible for s in status.stages) == len(MACS)
     assert status.step.action.value == "wait" and status.step.at == "2026-11-24T15:00:00Z"
+
+
+def test_a_stage_whose_devices_do_not_count_yet_waits_for_evidence(world: World) -> None:
+    """Devices that enrolled themselves through /update/door are in the stage and take the release, but
+    their verdicts do not count for a day (the threat model): the stage is not empty, it has no
+    evidence, so the plan never advances on them."""
+    world.product("door", "esp8266", enroll=True)
+    for version, size in SIZES.items():
+        world.release("door", version, sketch_size=size)
+    world.channel("door", app="1.0.0")
+    clock = Clock(START)
+    service = world.service()
+    service.clock = clock
+    update_app._service = service
+    fleet = Fleet(world.devices, world.catalog, clock=clock)
+    controller = Controller(world.settings, world.devices, world.catalog, clock=clock)
+    fleet.start_plan("door", "stable", "2.0.0", stages=(50, 100), soak_seconds=0, min_success=0.9, min_devices=3)
+    running = dict.fromkeys(MACS[:20], "1.0.0")
+    for _ in range(3):
+        for mac, version in running.items():
+            headers = esp8266_headers(mac, version=version, sketch_size=SIZES[version])
+            if update_app.handler(http_api_event("/update/door", headers), None)["statusCode"] == 302:
+                running[mac] = "2.0.0"
+        clock.now += timedelta(hours=1)
+        assert controller.run().moved == ()
+    [status] = controller.status("door", "stable")
+    assert "2.0.0" in running.values()  # they did take it
+    assert status.stages[0].present > 0 and status.stages[0].eligible == 0
+    assert status.track.percent == 50 and status.track.successes == 0 and status.step.action.value == "wait"

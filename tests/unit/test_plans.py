@@ -70,6 +70,12 @@ def test_next_step(
     assert step.action is action, step.why
 
 
+def test_a_stage_of_untrusted_devices_only_is_not_empty_and_waits() -> None:
+    step = plans.next_step(planned(), SOAKED, control=0.0, eligible=0, pending=0, present=7)
+    assert step.action is Action.WAIT, step.why
+    assert plans.next_step(planned(), SOAKED, control=0.0, eligible=0, pending=0, present=0).action is Action.ADVANCE
+
+
 def test_a_soaking_stage_says_when_it_may_advance() -> None:
     step = plans.next_step(planned(successes=20), EARLY, control=0.0, eligible=20, pending=0)
     assert step.at == SOAKED and "30m" in step.why
@@ -166,7 +172,11 @@ def test_tally_counts_each_stage_once_by_the_state_of_its_attempts() -> None:
     fleet.append(replace(device("5C:CF:7F:FF:00:01", AttemptState.INSTALLED), blocked=True))
     tallies = plans.tally(fleet, product="door", channel="stable", kind=Kind.APP, track=track, trusted=lambda d: True)
     assert [t.percent for t in tallies] == [1, 10, 50, 100]
-    assert sum(t.eligible for t in tallies) == 400
+    assert sum(t.eligible for t in tallies) == 400 and sum(t.present for t in tallies) == 400
+    untrusted = plans.tally(
+        fleet, product="door", channel="stable", kind=Kind.APP, track=track, trusted=lambda d: False
+    )
+    assert sum(t.present for t in untrusted) == 400 and sum(t.eligible + t.offered for t in untrusted) == 0
     assert sum(t.offered for t in tallies) == 320 and sum(t.pending for t in tallies) == 80
     for i, t in enumerate(tallies):
         mine = [
