@@ -82,6 +82,27 @@ log "installing boto3${boto3_version:+==$boto3_version} for python${RUNTIME} (st
 "$UV" pip install --quiet --python "$PY313" --target "$TMP/runtime" "boto3${boto3_version:+==$boto3_version}" \
     || die "could not install boto3 for $PY313"
 
+# ------------------------------------------------------------------ native packages
+# The functions run on arm64 (template.yaml Architectures), so sam build bundles arm64 builds of native
+# packages (cryptography). Check that they are arm64 builds; on a host of another architecture they
+# cannot load, so for the import checks below a host build of the same version stands in for them,
+# first on the path, exactly as boto3 stands in for the runtime's copy.
+NATIVE="$TMP/native"
+mkdir -p "$NATIVE"
+for fn in UpdateFunction PublishFunction; do
+    for wheel in "$BUILD_DIR/$fn"/*.dist-info/WHEEL; do
+        grep -q '^Root-Is-Purelib: false' "$wheel" || continue
+        pkg="$(basename "$(dirname "$wheel")" .dist-info)"
+        grep -q '^Tag: .*aarch64' "$wheel" || die "$fn bundles $pkg built for another architecture than arm64"
+        if [[ "$(uname -m)" != "aarch64" && ! -f "$NATIVE/.$pkg" ]]; then
+            log "$fn bundles $pkg for arm64; a $(uname -m) build of it stands in for the import checks"
+            "$UV" pip install --quiet --no-deps --python "$PY313" --target "$NATIVE" "${pkg/-/==}" \
+                || die "could not install $pkg for $PY313"
+            touch "$NATIVE/.$pkg"
+        fi
+    done
+done
+
 # ------------------------------------------------------------------ moto server
 "$VENV_PY" - "$TMP/moto.port" >"$TMP/moto.log" 2>&1 <<'PY' &
 import signal, socket, sys, threading
@@ -148,7 +169,7 @@ run_artifact() {
     shift
     env -i \
         PATH="$PATH" HOME="$TMP" LANG=C.UTF-8 \
-        PYTHONPATH="$BUILD_DIR/$fn:$TMP/runtime" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 \
+        PYTHONPATH="$NATIVE:$BUILD_DIR/$fn:$TMP/runtime" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 \
         AWS_ENDPOINT_URL="$ENDPOINT" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
         AWS_SESSION_TOKEN=testing AWS_REGION="$REGION" AWS_DEFAULT_REGION="$REGION" \
         AWS_LAMBDA_FUNCTION_NAME="$fn" AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512 \
