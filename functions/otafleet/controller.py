@@ -242,10 +242,10 @@ class Controller:
         """Advance or complete a plan whose stage has soaked, if its devices meet the bar: one write
         conditional on the revision judged (another run, a check's halt or an operator's change since
         makes it lose, and the next run judges afresh)."""
-        step = self._step(catalog, channel, kind, track, now, policy)
+        seen, stages = self._evidence(catalog, channel, kind, track, now, policy)
+        step = plans.step_of(track, now, seen, stages)
         if step.action is plans.Action.ADVANCE:
-            seen = self._observe(catalog, channel, kind, track, now, policy)
-            moved = plans.advanced(track, now, self._control_rate(track, seen))
+            moved = plans.advanced(track, now, plans.control_rate(track, seen))
         elif step.action is plans.Action.COMPLETE:
             moved = plans.completed(track, now)
         else:
@@ -268,23 +268,14 @@ class Controller:
         notices.announce(notices.Notice(event, product, channel, kind, track.version, step.why, details), self.settings)
         return Moved(product, channel, kind, track.version, step.action, moved.percent, step.why)
 
-    def _step(self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy) -> plans.Step:
-        if not plans.due(track, now):  # nothing to read the fleet for
-            return plans.next_step(track, now, control=None, eligible=0, pending=0)
-        seen = self._observe(catalog, channel, kind, track, now, policy)
-        stages = self._tally(catalog, channel, kind, track, now, policy)
-        return plans.next_step(
-            track,
-            now,
-            control=self._control_rate(track, seen),
-            eligible=plans.eligible_now(stages, track),
-            present=plans.present_now(stages, track),
-            pending=seen.overdue,
+    def _evidence(
+        self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy
+    ) -> tuple[rollout.Observation, tuple[plans.StageTally, ...]]:
+        """What the product's device records say about a rollout: its observation and its stages."""
+        return (
+            self._observe(catalog, channel, kind, track, now, policy),
+            self._tally(catalog, channel, kind, track, now, policy),
         )
-
-    @staticmethod
-    def _control_rate(track: Track, seen: rollout.Observation) -> float | None:
-        return seen.control.rate if seen.control.devices >= track.min_devices else None
 
     def _tally(
         self, catalog: Catalog, channel: str, kind: Kind, track: Track, now: str, policy: Policy
@@ -349,16 +340,8 @@ class Controller:
             return []
         found = []
         for kind, track in sorted(ch.tracks.items(), key=lambda kt: kt[0].value):
-            seen = self._observe(catalog, channel, kind, track, now, policy)
-            stages = self._tally(catalog, channel, kind, track, now, policy)
-            step = plans.next_step(
-                track,
-                now,
-                control=self._control_rate(track, seen),
-                eligible=plans.eligible_now(stages, track),
-                present=plans.present_now(stages, track),
-                pending=seen.overdue,
-            )
+            seen, stages = self._evidence(catalog, channel, kind, track, now, policy)
+            step = plans.step_of(track, now, seen, stages)
             test = rollout.silence_test(track, seen.control)
             found.append(RolloutStatus(product, channel, kind, track, seen, test, stages, step, now))
         self._products.clear()

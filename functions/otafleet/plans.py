@@ -177,6 +177,23 @@ def next_step(
     return Step(Action.ADVANCE, f"{why} → {plan.stages[plan.stage + 1]}%")
 
 
+def control_rate(track: Track, seen: rollout.Observation) -> float | None:
+    """The control group's silence rate, or None when it has fewer than `min_devices` devices."""
+    return seen.control.rate if seen.control.devices >= track.min_devices else None
+
+
+def step_of(track: Track, now: str, seen: rollout.Observation, stages: tuple[StageTally, ...]) -> Step:
+    """next_step on what the device records say (rollout.observe, tally)."""
+    return next_step(
+        track,
+        now,
+        control=control_rate(track, seen),
+        eligible=eligible_now(stages, track),
+        present=present_now(stages, track),
+        pending=seen.overdue,
+    )
+
+
 def advanced(track: Track, now: str, control: float | None) -> Track:
     """The track one stage further along its plan; the pace grows by the plan's factor, and the control
     group's silence rate is kept for when the rollout leaves no control group."""
