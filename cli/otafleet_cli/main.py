@@ -184,13 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         "than this (0-1, default 0.1; docs/operations.md)",
     )
 
-    for name, handler, text in (
-        ("show", commands.channel_show, "a channel's releases, rollout state and success/failure counts"),
-        ("rollback", commands.channel_rollback, "point the channel back at its previous release"),
-        ("pause", commands.channel_pause, "pause a rollout: devices not on the new release get the previous one"),
-        ("resume", commands.channel_resume, "resume a paused or halted rollout"),
-    ):
-        p = command(channel, name, handler, text)
+    def track_command(group: Any, name: str, handler: Handler, text: str) -> None:
+        """A command on one channel's track: `channel show|rollback|pause|resume`, `rollout pause|…`."""
+        p = command(group, name, handler, text)
         p.add_argument("product", metavar="PRODUCT")
         p.add_argument("channel", metavar="CHANNEL")
         if name != "show":
@@ -202,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
                 help="start the outcome counts from zero (needed to resume a rollout whose failure rate is still "
                 "over its threshold: it would halt again at once)",
             )
+
+    for name, handler, text in (
+        ("show", commands.channel_show, "a channel's releases, rollout state and success/failure counts"),
+        ("rollback", commands.channel_rollback, "point the channel back at its previous release"),
+        ("pause", commands.channel_pause, "pause a rollout: devices not on the new release get the previous one"),
+        ("resume", commands.channel_resume, "resume a paused or halted rollout"),
+    ):
+        track_command(channel, name, handler, text)
 
     window = nested("window", "maintenance windows: when images may be handed to devices")
     p = command(
@@ -269,16 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("rollback", commands.channel_rollback, "point the channel back at its previous release; the plan ends"),
         ("abort", commands.rollout_abort, "stop the plan for good: halted where it stands"),
     ):
-        p = command(rollout_group, name, handler, text)
-        p.add_argument("product", metavar="PRODUCT")
-        p.add_argument("channel", metavar="CHANNEL")
-        p.add_argument("--fs", action="store_true", help="the filesystem image's rollout")
-        if name == "resume":
-            p.add_argument(
-                "--reset-counts",
-                action="store_true",
-                help="start the outcome counts from zero (needed when the failure rate is still over its threshold)",
-            )
+        track_command(rollout_group, name, handler, text)
     command(
         rollout_group,
         "tick",
