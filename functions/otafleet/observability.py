@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import threading
 from functools import lru_cache
@@ -48,21 +49,69 @@ def tracing_enabled() -> bool:
     return os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() in ("false", "0")
 
 
-def count(name: str, value: int = 1, **dimensions: str) -> None:
-    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+_detailed = threading.local()  # this invocation's metrics with dimensions of their own
 
-    m = metrics()
+
+def count(name: str, value: int = 1, **dimensions: str) -> None:
+    """Count `name` in this invocation's metrics. All of an invocation's metrics leave in one EMF line
+    (`_flushing_metrics`); a metric with dimensions of its own joins that line as a directive of its own."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
     if dimensions:
-        if _metrics_disabled():  # single_metric, unlike Metrics, ignores POWERTOOLS_METRICS_DISABLED
+        if _metrics_disabled():
             return
-        # A metric with its own dimensions, so they don't leak onto every other metric of the invocation.
-        with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=m.namespace) as sm:
-            sm.add_dimension(name="service", value=SERVICE)
-            for key, val in dimensions.items():
-                sm.add_dimension(name=key, value=val)
+        pending = getattr(_detailed, "items", None)
+        if pending is None:
+            pending = _detailed.items = []
+        pending.append((name, value, dimensions))
     else:
         with _metric_set:
-            m.add_metric(name=name, unit=MetricUnit.Count, value=value)
+            metrics().add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def _emit_single(name: str, value: int, dimensions: dict[str, str]) -> None:
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=metrics().namespace) as sm:
+        sm.add_dimension(name="service", value=SERVICE)
+        for key, val in dimensions.items():
+            sm.add_dimension(name=key, value=val)
+
+
+def flush() -> None:
+    """Write this invocation's metrics as one EMF line: the shared set, plus a directive per metric with
+    its own dimensions (EMF allows several per line, their values as top-level fields). A metric whose
+    name or dimension value would clash with one already in the line gets a line of its own."""
+    pending = getattr(_detailed, "items", None) or []
+    _detailed.items = []
+    with _metric_set:
+        m = metrics()
+        if not m.metric_set or _metrics_disabled():
+            if not _metrics_disabled():
+                for name, value, dims in pending:
+                    _emit_single(name, value, dims)
+            m.clear_metrics()
+            return
+        blob: dict[str, Any] = dict(m.serialize_metric_set())
+        m.clear_metrics()
+    directives = blob["_aws"]["CloudWatchMetrics"]
+    alone = []
+    for name, value, dims in pending:
+        if name in blob or any(k in blob and blob[k] != v for k, v in dims.items()):
+            alone.append((name, value, dims))
+            continue
+        blob.update(dims)
+        blob[name] = float(value)
+        directives.append(
+            {
+                "Namespace": directives[0]["Namespace"],
+                "Dimensions": [["service", *dims]],
+                "Metrics": [{"Name": name, "Unit": "Count"}],
+            }
+        )
+    print(json.dumps(blob, separators=(",", ":")))
+    for name, value, dims in alone:
+        _emit_single(name, value, dims)
 
 
 _cold = True
@@ -98,17 +147,17 @@ def _with_context(func: Any) -> Any:
 
 
 def _flushing_metrics(func: Any) -> Any:
-    """Powertools' `log_metrics` (flush after every invocation, raised or not), with the shared metric
-    set flushed under the lock that guards adding to it: a flush iterates the set while another
-    invocation may be adding to it."""
+    """Flush this invocation's metrics after it, raised or not (what Powertools' `log_metrics` does, in
+    one line per invocation), and draw Powertools' log sample for it first: a sampled invocation logs at
+    DEBUG, which is where the decision lines of unchanged checks go."""
 
     @functools.wraps(func)
     def run(event: Any, context: Any) -> Any:
+        logger().refresh_sample_rate_calculation()
         try:
             return func(event, context)
         finally:
-            with _metric_set:
-                metrics().flush_metrics()
+            flush()
 
     return run
 
