@@ -89,6 +89,7 @@ class Policy:
                 factor=settings.silence_factor,
                 floor_seconds=int(settings.silence_floor_minutes * 60),
                 unlearned_seconds=int(settings.silence_unlearned_hours * 3600),
+                heartbeat_seconds=int(settings.check_heartbeat_minutes * 60),
             ),
         )
 
@@ -212,6 +213,7 @@ def decide(
                 expires_at=expires,
                 quotas=(*quotas, *record.pop("quotas", ())),
                 rhythm=alive,
+                kind=req.kind,
                 **record,
             ),
             release=release,

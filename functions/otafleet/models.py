@@ -373,6 +373,11 @@ class Device:
     enrolled_at: str | None = None
     rhythm: Rhythm | None = None  # None until a first check that counts
     watch: SilenceWatch | None = None
+    # The answer of the last recorded check of each kind ("app", "fs" → "<outcome>:<reason>"): the stock
+    # cycle asks `update` then `updateFS`, so "nothing changed" is judged against the same kind's answer.
+    answers: dict[str, str] = field(default_factory=dict)
+    # Epoch seconds at which DynamoDB may delete the record (devices nobody assigned); None: kept.
+    expires_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -427,6 +432,11 @@ class CheckRecord:
     quotas: tuple[Quota, ...] = ()
     # Epoch seconds after which DynamoDB may delete the record (devices nobody assigned).
     expires_at: int | None = None
+    kind: Kind = Kind.APP  # the kind the check asked about: its answer goes to Device.answers[kind]
+
+    @property
+    def answer(self) -> str:
+        return f"{self.outcome}:{self.reason}"
 
     @property
     def changes_attempt(self) -> bool:

@@ -20,6 +20,15 @@ alive. How gaps are learned:
   to call, never a device silent that is not.
 
 `quiet_limit` turns the rhythm into the time a device may go without a check: max(k x interval, floor).
+
+**Heartbeat resolution.** A check that changes nothing on the device record is not written until the
+record is a heartbeat old (check_writes.py), so the rhythm is learned from the recorded checks only: a
+device that checks more often than the heartbeat is learned as checking about once per heartbeat (the
+gap between two recorded checks spans the skipped ones). That errs long, the safe side: silence after
+an offer is called after about factor x max(interval, heartbeat). And a device's record can be up to a
+heartbeat older than its last check, so every quiet limit waits a heartbeat more: a rollout's control
+group (judged from records) and its offered devices (judged from their offers, always written) are then
+held to the same limit, and an outage that silences both alike still shows as alike.
 """
 
 from __future__ import annotations
@@ -79,13 +88,17 @@ class SilencePolicy:
     factor: float = 3.0
     floor_seconds: int = 30 * 60
     unlearned_seconds: int = 24 * 3600
+    heartbeat_seconds: int = 0  # how stale a device record may be while the device checks (CheckHeartbeatMinutes)
 
 
 def quiet_limit(rhythm: Rhythm | None, policy: SilencePolicy) -> int:
-    """Seconds after its last check at which a device's silence is unusual for it."""
+    """Seconds after its last recorded check at which a device's silence is unusual for it (a check that
+    changed nothing may have come since without being written, up to a heartbeat later)."""
     if rhythm is None or not learned(rhythm):
-        return max(policy.unlearned_seconds, policy.floor_seconds)
-    return max(round(policy.factor * rhythm.seconds), policy.floor_seconds)
+        usual = max(policy.unlearned_seconds, policy.floor_seconds)
+    else:
+        usual = max(round(policy.factor * rhythm.seconds), policy.floor_seconds)
+    return usual + policy.heartbeat_seconds
 
 
 __all__ = [

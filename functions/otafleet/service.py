@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from otafleet import credentials, delivery, halts, names, rollout
+from otafleet.check_writes import why_write
 from otafleet.config import Settings
 from otafleet.decision import Decision, Outcome, Policy, choose_delivery, decide
 from otafleet.delivery import Answer, Payload
-from otafleet.models import AttemptState, Catalog, Delivery, Kind, Release, dialect_of
+from otafleet.models import AttemptState, Catalog, Delivery, Device, Kind, Release, dialect_of
 from otafleet.observability import count, logger
 from otafleet.protocol import FS_MODES, CheckRequest, ProtocolError, parse_check
 from otafleet.storage.blobs import BlobStore
@@ -74,13 +75,16 @@ class UpdateService:
             count("Refused")
             return delivery.text(refused.status, refused.reason, "bad-request")
         try:
-            decision, answer = self._check(req)
+            decision, answer, written = self._check(req)
         except (StorageUnavailable, NotFound, Conflict) as fault:  # Conflict: lost every round to other writes
             log.error("storage unavailable", extra={"mac": req.mac, "error": str(fault) or type(fault).__name__})
             count("StorageFaults")
             return unavailable()
         verdict = decision.verdict
-        log.info(
+        # Every decision that changed something or refused the device is logged; the unchanged 304s that
+        # make up most of a healthy fleet's checks only in the invocations Powertools samples at DEBUG.
+        emit = log.debug if written is None and answer.status == 304 else log.info
+        emit(
             "decision",
             extra={
                 "mac": req.mac,
@@ -94,16 +98,22 @@ class UpdateService:
                 "delivery": decision.delivery.value if decision.delivery else None,
                 "reported_version": req.version,
                 "verdict": verdict.value if verdict else None,
+                "written": written,
             },
         )
-        self._metrics(decision)
+        self._metrics(decision, written)
         return answer
 
-    def _check(self, req: CheckRequest) -> tuple[Decision, Answer]:
+    def _check(self, req: CheckRequest) -> tuple[Decision, Answer, str | None]:
+        """The decision, its answer, and why the check was written (None: it changed nothing, unwritten)."""
         full: frozenset[str] = frozenset()
         for round_ in range(ROUNDS + 2):  # + a round for each quota that can be full
-            catalog, decision = self._decide(req, fresh=round_ > 0, full=full)
+            device, catalog, decision = self._read_and_decide(req, fresh=round_ > 0, full=full)
             answer = self._answer(decision)
+            written = why_write(device, decision.record, heartbeat_seconds=self._heartbeat)
+            if written is None:
+                self._halt_if_due(decision, catalog)
+                return decision, answer, None
             try:
                 self.devices.record_check(req.mac, decision.record)
             except QuotaFull as quota:
@@ -116,20 +126,24 @@ class UpdateService:
                 time.sleep(random.uniform(0, 0.02 * (round_ + 1)))
                 continue
             self._halt_if_due(decision, catalog)
-            return decision, answer
+            return decision, answer, written
         raise Conflict("no round of the check could record it")
 
-    def _decide(
+    @property
+    def _heartbeat(self) -> int:
+        return int(self.settings.check_heartbeat_minutes * 60)
+
+    def _read_and_decide(
         self, req: CheckRequest, *, fresh: bool = False, full: frozenset[str] = frozenset()
-    ) -> tuple[Catalog | None, Decision]:
+    ) -> tuple[Device | None, Catalog | None, Decision]:
         device = self.devices.get(req.mac)
         name = device.product if device is not None and device.assigned else req.product
         catalog = self.catalog.load(name, fresh=fresh) if name else None
         decision = decide(req, device, catalog, now=self.clock(), policy=self.policy(), full=full)
-        return catalog, decision
+        return device, catalog, decision
 
     def decide(self, req: CheckRequest, *, fresh: bool = False) -> Decision:
-        return self._decide(req, fresh=fresh)[1]
+        return self._read_and_decide(req, fresh=fresh)[2]
 
     def _answer(self, decision: Decision) -> Answer:
         payload = None
@@ -200,8 +214,12 @@ class UpdateService:
         except StorageUnavailable as fault:
             logger().error("rollout halt not written", extra={"product": product, "error": str(fault)})
 
-    def _metrics(self, decision: Decision) -> None:
+    def _metrics(self, decision: Decision, written: str | None) -> None:
         count("Checks")
+        if written:
+            count("RecordWrites")
+        else:
+            count("RecordsUnchanged")
         if decision.outcome is Outcome.OFFER and decision.delivery is not None:
             count("Offers", delivery=decision.delivery.value)
         elif decision.outcome is Outcome.NO_UPDATE:

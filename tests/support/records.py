@@ -11,7 +11,13 @@ from otafleet.models import CheckRecord, Device
 
 def apply(device: Device | None, record: CheckRecord, mac: str | None = None) -> Device:
     dev = device or Device(mac=mac or "00:00:00:00:00:00")
-    changes: dict[str, object] = {"reported": record.reported, "checks": dev.checks + 1, "last_seen": record.at}
+    changes: dict[str, object] = {
+        "reported": record.reported,
+        "checks": dev.checks + 1,
+        "last_seen": record.at,
+        "answers": {**dev.answers, record.kind.value: record.answer},
+        "expires_at": record.expires_at,
+    }
     if record.enroll:
         changes.update(product=record.enroll[0], channel=record.enroll[1], assigned=True, enrolled_at=record.at)
     if record.attempt is not None:
@@ -26,6 +32,8 @@ def apply(device: Device | None, record: CheckRecord, mac: str | None = None) ->
         changes.update(running_version=record.running[0], running_md5=record.running[1])
     if record.fs_version:
         changes["fs_version"] = record.fs_version
+    if record.seen_product:
+        changes["seen_product"] = record.seen_product
     if record.chip and not dev.chip:
         changes["chip"] = record.chip
     if record.rhythm is not None:

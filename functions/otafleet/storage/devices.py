@@ -13,6 +13,7 @@ from otafleet.storage.errors import Conflict, NotFound, translated
 from otafleet.storage.items import (
     OPEN_OFFERS_INDEX,
     WATCH_ATTRIBUTES,
+    answer_attribute,
     attempt_attribute,
     attempt_to_map,
     channel_sk,
@@ -276,10 +277,12 @@ def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
         "last_seen = :at",
         "first_seen = if_not_exists(first_seen, :at)",
     ]
+    sets.append("#ans = :answer")
     removes: list[str] = []
     adds = ["checks :one"]
-    names: dict[str, str] = {}
+    names: dict[str, str] = {"#ans": answer_attribute(record.kind)}
     values: dict[str, Any] = {
+        ":answer": record.answer,
         ":reported": reported_to_map(record.reported),
         ":outcome": record.outcome,
         ":reason": record.reason,
@@ -348,9 +351,8 @@ def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
         "Key": {"mac": {"S": mac}},
         "UpdateExpression": expression,
         "ExpressionAttributeValues": to_item(values),
+        "ExpressionAttributeNames": names,
     }
-    if names:
-        update["ExpressionAttributeNames"] = names
     if conditions:
         update["ConditionExpression"] = " AND ".join(conditions)
     return update

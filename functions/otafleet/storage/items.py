@@ -396,6 +396,11 @@ def rhythm_from_map(m: Item | None) -> Rhythm | None:
 # A device's silence watch: three top-level attributes, present only while its latest check that counted
 # offered an image. `watch_product` and `watch_due` are the keys of the devices table's sparse index
 # `open-offers` (template.yaml), through which the controller finds offers past their deadline.
+def answer_attribute(kind: Kind) -> str:
+    """The device attribute holding the answer of its last recorded check of `kind`."""
+    return f"answer_{kind.value}"
+
+
 WATCH_ATTRIBUTES = ("watch_product", "watch_due", "watch_kind")
 OPEN_OFFERS_INDEX = "open-offers"
 
@@ -455,4 +460,6 @@ def device_from_item(item: Item) -> Device:
         enrolled_at=item.get("enrolled_at"),
         rhythm=rhythm_from_map(item.get("rhythm")),
         watch=watch_from_item(item),
+        answers={k.value: item[answer_attribute(k)] for k in Kind if item.get(answer_attribute(k))},
+        expires_at=_int(item["expires_at"]) if item.get("expires_at") is not None else None,
     )
