@@ -153,31 +153,25 @@ def test_observe_finds_the_offered_pending_and_the_control_group() -> None:
         # A forged check (a 401) moved last_seen, not the last check that counted: still silent.
         replace(member(outside[12], last_seen="2026-11-24T12:30:00Z"), last_seen="2026-11-24T15:59:00Z"),
     ]
-    seen = observe(
-        devices,
-        product="door",
-        channel="stable",
-        kind=Kind.APP,
-        track=track(percent=50),
-        now="2026-11-24T16:00:00Z",
-        silence=SilencePolicy(heartbeat_seconds=0),
-        trusted=lambda d: d.enrolled_at is None,
-    )
+
+    def observed(heartbeat: int) -> Observation:
+        return observe(
+            devices,
+            product="door",
+            channel="stable",
+            kind=Kind.APP,
+            track=track(percent=50),
+            now="2026-11-24T16:00:00Z",
+            silence=SilencePolicy(heartbeat_seconds=heartbeat),
+            trusted=lambda d: d.enrolled_at is None,
+        )
+
+    seen = observed(0)
     assert (seen.offered, seen.pending, seen.window_start) == (3, 2, "2026-11-24T11:00:00Z")
     assert seen.control == Group(4, 2)
     # With a heartbeat, a record may be that much older than the device's last check: the control device
     # recorded 3.5 h ago (quiet limit 3 h) may have checked since without a write, so it is not silent yet.
-    hearted = observe(
-        devices,
-        product="door",
-        channel="stable",
-        kind=Kind.APP,
-        track=track(percent=50),
-        now="2026-11-24T16:00:00Z",
-        silence=SilencePolicy(heartbeat_seconds=3600),
-        trusted=lambda d: d.enrolled_at is None,
-    )
-    assert hearted.control == Group(4, 0)
+    assert observed(3600).control == Group(4, 0)
 
 
 def test_observe_without_offers_has_no_window() -> None:
