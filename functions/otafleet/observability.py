@@ -86,14 +86,13 @@ def flush() -> None:
     _detailed.items = []
     with _metric_set:
         m = metrics()
-        if not m.metric_set or _metrics_disabled():
-            if not _metrics_disabled():
-                for name, value, dims in pending:
-                    _emit_single(name, value, dims)
-            m.clear_metrics()
-            return
-        blob: dict[str, Any] = dict(m.serialize_metric_set())
+        shared = m.metric_set and not _metrics_disabled()
+        blob: dict[str, Any] = dict(m.serialize_metric_set()) if shared else {}
         m.clear_metrics()
+    if not blob:  # no line to join (pending is empty when metrics are disabled)
+        for name, value, dims in pending:
+            _emit_single(name, value, dims)
+        return
     directives = blob["_aws"]["CloudWatchMetrics"]
     alone = []
     for name, value, dims in pending:

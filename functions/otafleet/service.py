@@ -110,28 +110,22 @@ class UpdateService:
         for round_ in range(ROUNDS + 2):  # + a round for each quota that can be full
             device, catalog, decision = self._read_and_decide(req, fresh=round_ > 0, full=full)
             answer = self._answer(decision)
-            written = why_write(device, decision.record, heartbeat_seconds=self._heartbeat)
-            if written is None:
-                self._halt_if_due(decision, catalog)
-                return decision, answer, None
-            try:
-                self.devices.record_check(req.mac, decision.record)
-            except QuotaFull as quota:
-                full |= {quota.name}
-                continue
-            except Conflict:
-                if round_ >= ROUNDS - 1 + len(full):
-                    raise
-                # Checks that collided (a burst of verdicts on one channel item) spread out a little.
-                time.sleep(random.uniform(0, 0.02 * (round_ + 1)))
-                continue
+            written = why_write(device, decision.record, heartbeat_seconds=self.policy().silence.heartbeat_seconds)
+            if written is not None:
+                try:
+                    self.devices.record_check(req.mac, decision.record)
+                except QuotaFull as quota:
+                    full |= {quota.name}
+                    continue
+                except Conflict:
+                    if round_ >= ROUNDS - 1 + len(full):
+                        raise
+                    # Checks that collided (a burst of verdicts on one channel item) spread out a little.
+                    time.sleep(random.uniform(0, 0.02 * (round_ + 1)))
+                    continue
             self._halt_if_due(decision, catalog)
             return decision, answer, written
         raise Conflict("no round of the check could record it")
-
-    @property
-    def _heartbeat(self) -> int:
-        return int(self.settings.check_heartbeat_minutes * 60)
 
     def _read_and_decide(
         self, req: CheckRequest, *, fresh: bool = False, full: frozenset[str] = frozenset()

@@ -276,8 +276,8 @@ def _check_update(mac: str, record: CheckRecord) -> dict[str, Any]:
         "last_reason = :reason",
         "last_seen = :at",
         "first_seen = if_not_exists(first_seen, :at)",
+        "#ans = :answer",
     ]
-    sets.append("#ans = :answer")
     removes: list[str] = []
     adds = ["checks :one"]
     names: dict[str, str] = {"#ans": answer_attribute(record.kind)}

@@ -393,14 +393,14 @@ def rhythm_from_map(m: Item | None) -> Rhythm | None:
     return Rhythm(last=int(m["last"]), seconds=_int(m.get("seconds")), samples=_int(m.get("samples")))
 
 
-# A device's silence watch: three top-level attributes, present only while its latest check that counted
-# offered an image. `watch_product` and `watch_due` are the keys of the devices table's sparse index
-# `open-offers` (template.yaml), through which the controller finds offers past their deadline.
 def answer_attribute(kind: Kind) -> str:
     """The device attribute holding the answer of its last recorded check of `kind`."""
     return f"answer_{kind.value}"
 
 
+# A device's silence watch: three top-level attributes, present only while its latest check that counted
+# offered an image. `watch_product` and `watch_due` are the keys of the devices table's sparse index
+# `open-offers` (template.yaml), through which the controller finds offers past their deadline.
 WATCH_ATTRIBUTES = ("watch_product", "watch_due", "watch_kind")
 OPEN_OFFERS_INDEX = "open-offers"
 
