@@ -32,9 +32,8 @@ class Settings:
     silence_floor_minutes: float = 30.0
     silence_unlearned_hours: float = 24.0
     # A check that changes nothing on the device record is written anyway once the record is this old
-    # (check_writes.py); 0 (the default for now) writes every check. Silence is judged at this resolution
-    # (rhythm.py).
-    check_heartbeat_minutes: float = 0.0
+    # (check_writes.py); 0 writes every check. Silence is judged at this resolution (rhythm.py).
+    check_heartbeat_minutes: float = 60.0
     # Only for the local stack: the base URL devices should use to reach the S3 endpoint
     # (e.g. http://192.168.1.20:4566 so a real ESP on the LAN can follow the redirect).
     public_s3_endpoint: str | None = None
@@ -70,7 +69,7 @@ def load_settings() -> Settings:
         silence_factor=_float("SILENCE_FACTOR", 3.0),
         silence_floor_minutes=_float("SILENCE_FLOOR_MINUTES", 30.0),
         silence_unlearned_hours=_float("SILENCE_UNLEARNED_HOURS", 24.0),
-        check_heartbeat_minutes=max(0.0, _float("CHECK_HEARTBEAT_MINUTES", 0.0)),
+        check_heartbeat_minutes=max(0.0, _float("CHECK_HEARTBEAT_MINUTES", 60.0)),
         public_s3_endpoint=os.environ.get("PUBLIC_S3_ENDPOINT") or None,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
         alarm_topic_arn=os.environ.get("ALARM_TOPIC_ARN") or None,

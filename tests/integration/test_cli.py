@@ -1069,6 +1069,7 @@ def test_window_set_gates_offers_and_clear_lifts_it(door: World, run: Run) -> No
     assert "images are handed over mon 01:00-02:00 Europe/Berlin" in run("channel", "show", "door", "stable").err
     # A channel's window overrides the product's; clearing it falls back to the product's.
     assert run("window", "set", "door", "daily 00:00-24:00", "--channel", "stable").code == 0
+    service.catalog.invalidate()  # a warm service sees the change once its catalog cache is refreshed
     assert service.check(esp8266_headers(MAC, version="1.0.0")).status == 302
     assert run("window", "clear", "door", "--channel", "stable").code == 0
     assert run("window", "clear", "door").code == 0

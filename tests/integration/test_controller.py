@@ -69,6 +69,16 @@ def hourly_then_offer(world: World, clock: Clock, s: UpdateService) -> None:
     assert check(s) == 302
 
 
+def quiet_limit(world: World) -> float:
+    """Seconds an hourly device may stay quiet after an offer: 3 x its hour, plus the heartbeat its
+    record may lag behind its last check (rhythm.quiet_limit)."""
+    return 3 * 3600 + world.settings.check_heartbeat_minutes * 60
+
+
+def past_quiet_limit(world: World, clock: Clock) -> None:
+    clock.advance(seconds=quiet_limit(world) + 3600)
+
+
 def attempt_state(world: World, mac: str = MAC) -> AttemptState:
     device = world.devices.get(mac)
     assert device is not None
@@ -99,8 +109,8 @@ def test_a_device_offered_and_never_heard_from_again_is_silent_once(door: World,
     assert device is not None and device.watch is not None and device.rhythm is not None
     assert device.rhythm.seconds == 3600
     c = controller_for(door, clock)
-    clock.advance(hours=2, minutes=59)
-    assert c.run().silenced == ()  # within 3 x its hourly rhythm
+    clock.advance(seconds=quiet_limit(door) - 60)
+    assert c.run().silenced == ()  # within 3 x its hourly rhythm and a heartbeat
     clock.advance(minutes=2)
     report = c.run()
     assert [(x.mac, x.kind, x.version, x.counted) for x in report.silenced] == [(MAC, Kind.APP, "1.1.0", True)]
@@ -122,7 +132,7 @@ def overlapping(world: World, clock: Clock, snapshot: Device | None) -> Controll
 def test_two_overlapping_runs_count_one_silence(door: World, clock: Clock) -> None:
     s = service(door, clock)
     hourly_then_offer(door, clock, s)
-    clock.advance(hours=4)
+    past_quiet_limit(door, clock)
     second = overlapping(door, clock, door.devices.get(MAC))
     assert len(controller_for(door, clock).run().silenced) == 1
     assert second.run().silenced == ()  # its write lost on the watch it read, and it looked again
@@ -133,7 +143,7 @@ def test_a_check_that_lands_while_the_controller_decides_wins(door: World, clock
     """The controller read the device; the device checks in (installed) before the controller writes."""
     s = service(door, clock)
     hourly_then_offer(door, clock, s)
-    clock.advance(hours=4)
+    past_quiet_limit(door, clock)
     c = overlapping(door, clock, door.devices.get(MAC))
     assert check(s, "1.1.0") == 304  # back, on the new build
     assert c.run().silenced == ()
@@ -146,7 +156,7 @@ def test_a_check_that_decided_before_the_silence_decides_again_and_is_judged_onc
     silent count it had gained moves back."""
     s = service(door, clock)
     hourly_then_offer(door, clock, s)
-    clock.advance(hours=4)
+    past_quiet_limit(door, clock)
     offered = door.devices.get(MAC)
     assert len(controller_for(door, clock).run().silenced) == 1 and silents(door) == 1
     stale_reads(s.devices, offered)
@@ -187,7 +197,7 @@ def test_any_check_that_counts_ends_the_watch_and_a_forged_one_does_not(door: Wo
 def test_a_retried_device_is_offered_afresh_and_watched_again_from_that_offer(door: World, clock: Clock) -> None:
     s = service(door, clock)
     hourly_then_offer(door, clock, s)
-    clock.advance(hours=4)
+    past_quiet_limit(door, clock)
     Fleet(door.devices, door.catalog).retry(MAC)
     device = door.devices.get(MAC)
     assert device is not None and device.watch is None and device.attempts[Kind.APP].offers == 0
@@ -247,7 +257,7 @@ def test_the_handler_runs_one_pass(door: World, clock: Clock, monkeypatch: pytes
 
     s = service(door, clock)
     hourly_then_offer(door, clock, s)
-    clock.advance(hours=4)
+    past_quiet_limit(door, clock)
     monkeypatch.setattr(app, "_controller", controller_for(door, clock))
     result = app.handler({}, None)
     assert [x["mac"] for x in result["silenced"]] == [MAC] and result["faults"] == []
@@ -272,7 +282,7 @@ def test_a_storage_fault_fails_the_invocation_after_the_rest_of_the_run(
 def test_settings_change_the_deadline_of_offers_already_watched(door: World, clock: Clock) -> None:
     s = service(door, clock)
     hourly_then_offer(door, clock, s)
-    clock.advance(hours=4)
+    past_quiet_limit(door, clock)
     patient = replace(door.settings, silence_factor=6.0)
     assert Controller(patient, door.devices, door.catalog, clock=clock).run().silenced == ()
     clock.advance(hours=3)
