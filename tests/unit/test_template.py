@@ -324,6 +324,22 @@ def test_log_groups_have_retention(cfn: dict[str, Any]) -> None:
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
 
 
+def test_only_the_update_function_drops_lambdas_start_and_report_lines(cfn: dict[str, Any]) -> None:
+    """A third of an unchanged check's log bytes would be Lambda's own lines (docs/cost.md); the other
+    functions run rarely and keep them."""
+    functions = resources(cfn, "AWS::Lambda::Function")
+    assert functions["UpdateFunction"]["Properties"]["LoggingConfig"] == {"LogFormat": "JSON", "SystemLogLevel": "WARN"}
+    assert "LoggingConfig" not in functions["PublishFunction"]["Properties"]
+    assert "LoggingConfig" not in functions["ControllerFunction"]["Properties"]
+
+
+def test_checks_that_change_nothing_are_written_once_an_hour_by_default(cfn: dict[str, Any]) -> None:
+    heartbeat = cfn["Parameters"]["CheckHeartbeatMinutes"]
+    assert (heartbeat["Default"], heartbeat["MinValue"]) == (60, 0)
+    env = resources(cfn, "AWS::Lambda::Function")["UpdateFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["CHECK_HEARTBEAT_MINUTES"] == {"Ref": "CheckHeartbeatMinutes"}
+
+
 # ------------------------------------------------------------------ bucket
 
 
