@@ -20,12 +20,13 @@ export SAM_CLI_TELEMETRY := 0
 export UV_TOOL_DIR := $(CURDIR)/$(TOOLS)/uv-tools
 export UV_TOOL_BIN_DIR := $(CURDIR)/$(TOOLS)/bin
 
-.PHONY: help setup setup-run run test test-fast test-py313 lint typecheck pytest template-check checkov sam-build workflow-lint load simulate bench build deploy clean
+.PHONY: help setup setup-run run test test-fast test-py313 lint typecheck pytest template-check checkov sam-build workflow-lint load simulate bench cost-doc build deploy clean
 
 help:
 	@echo "make run    start the local stack with demo data (http://127.0.0.1:3000)"
 	@echo "make test   lint, type-check, every test, template checks and sam build"
 	@echo "make bench  benchmarks, printed as ratios against a floor measured in the same run"
+	@echo "make cost-doc  measure what a check costs and render docs/cost.md from it"
 	@echo "make simulate  rollout plans on a simulated 2,000-device fleet (several minutes)"
 	@echo "make load   bounded load test of the local stack (a few thousand device-shaped requests)"
 	@echo "make test-fast  lint, type-check and the unit tests only (about a minute)"
@@ -126,6 +127,10 @@ deploy: build
 
 bench: setup
 	$(PY) -m bench
+
+# docs/cost.md is rendered from a measurement, never edited by hand.
+cost-doc: setup
+	$(PY) -m bench cost --write-doc
 
 clean:
 	rm -rf $(VENV) $(VENV)-3.13 $(TOOLS) .aws-sam build .pytest_cache .mypy_cache .ruff_cache

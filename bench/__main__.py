@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [NAME ...]`: run the benchmarks, print ratios, write bench/results/.
 
-NAME is one of warm, requests, cold, publish, local (default: all, in that order). Nothing fails on a
+NAME is one of warm, requests, cold, publish, local, cost (default: all, in that order). Nothing fails on a
 target: the summary prints each measured ratio next to the issue's target.
 """
 
@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, str] = {
     "cold": "bench.cold",
     "publish": "bench.publish",
     "local": "bench.local",
+    "cost": "bench.cost",
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,6 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run: " + ", ".join(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="fewer samples: a smoke run in well under a minute")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    parser.add_argument("--write-doc", action="store_true", help="cost: render docs/cost.md from this run's figures")
     parser.add_argument(
         "--url",
         metavar="URL",
@@ -87,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(result)
     elapsed = time.monotonic() - started
     summary(results, elapsed)
+    if args.write_doc:
+        from bench import cost
+
+        for result in results:
+            if result.name == "cost" and not result.skipped:
+                cost.write_doc(result)
+                say(f"\nwrote {cost.DOC.relative_to(bench.REPO)}")
     if not args.no_save:
         path = save(results, args, elapsed, started_at)
         say(f"\nresults: {path.relative_to(bench.REPO)} (and {(RESULTS / 'latest.json').relative_to(bench.REPO)})")
@@ -108,6 +117,8 @@ def summary(results: list[Result], elapsed: float) -> None:
 
 
 def _value(value: float, unit: str) -> str:
+    if unit == "$":
+        return f"${value:.2f}"
     return f"{fmt(value, 3 if unit == 'ms' and value < 10 else 1)} {unit}"
 
 

@@ -213,6 +213,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, indent: s
 def target_text(figure: Figure) -> str:
     if figure.target is None:
         return "-"
+    if figure.unit == "$":  # a price goal is absolute, not a ratio to the floor
+        met = figure.ours <= figure.target
+        return f"<= ${figure.target:.2f}  ({'met' if met else 'not met'})"
     r = figure.ratio
     verdict = "" if math.isnan(r) else ("  (met)" if r <= figure.target else "  (not met)")
     return f"<= {figure.target:g}x{verdict}"
