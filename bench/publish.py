@@ -13,12 +13,12 @@ product's limits and platform; `CatalogStore.register`, the conditional PutItem 
 image check (`parse_app_image`, `device_facts`, signature verification) and the rest (key parsing,
 building the release, logging, metrics). Printed as shares of register time, they explain the ratio.
 
-Where it stands (three full runs on the shared 2-core dev machine, 2026-12-02): 1 MB 2.2-2.3x the floor,
-4 MB 1.7x. Read + hash is 44-46 % / 58-59 % of register time and as fast as the floor's own read and
-hash; the catalog requests 41-43 % / 23 % (4-6 ms for the pair, client side included); the image check
-8-9 % / 15 % (almost all of it the XOR checksum over the segments, one pass of `int.from_bytes` per
-64 KiB at C speed, about as fast as SHA-256; the appended SHA-256 is taken from the read's hash, not
-computed again); the rest 2-3 %. Without the catalog requests the ratio is 1.25-1.3x at both sizes.
+Where it stands (four full runs on the shared 2-core dev machine, 2026-12-02): 1 MB 2.17-2.29x the
+floor, 4 MB 1.68-1.79x. Read + hash is 44-47 % / 57-59 % of register time and as fast as the floor's
+own read and hash; the catalog requests 41-43 % / 22-25 % (4-6 ms for the pair, client side included);
+the image check 8-9 % / 15 % (almost all of it the XOR checksum over the segments: one pass of
+`int.from_bytes` per 64 KiB at C speed, about as fast as SHA-256; the appended SHA-256 is taken from the
+read's hash, not computed again); the rest 2-3 %. Without the catalog requests the ratio is 1.24-1.32x at both sizes.
 So the 1.5x target is missed because of the two catalog requests, which a registration cannot do
 without: it must read the product (its platform, limits and keys) to check the image against, and must
 write the release conditionally (releases are immutable). Under moto in-process each costs about as
