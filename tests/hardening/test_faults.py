@@ -270,13 +270,17 @@ def test_s3_read_fault_during_publish_raises_and_the_retry_registers(shop: World
 
 
 class _BrokenBody:
-    """A response body that delivers one chunk, then times out, as a connection dropping mid-download."""
+    """A response body that delivers 16 bytes, then times out, as a connection dropping mid-download."""
 
     def __init__(self, body: Any) -> None:
         self.body = body
+        self.delivered = False
 
-    def iter_chunks(self, size: int) -> Iterator[bytes]:
-        yield self.body.read(16)
+    def read(self, amt: int | None = None) -> bytes:
+        if not self.delivered:
+            self.delivered = True
+            chunk: bytes = self.body.read(16)
+            return chunk
         raise ReadTimeoutError(endpoint_url="https://s3.eu-west-1.amazonaws.com/")
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from otafleet.models import Delivery, Kind, ReleaseState
 from otafleet.storage import clients
+from otafleet.storage.blobs import TooLarge
 from otafleet_local.sample_images import build_esp32_image, build_esp8266_image
 from publish import app as publish_app
 from support.devices import esp32_headers, esp8266_headers, http_api_event
@@ -246,3 +247,41 @@ def test_channel_set_of_one_kind_never_overwrites_a_halt_of_the_other(shop: Worl
     channel = shop.catalog.get_channel("door", "stable")
     assert channel is not None and channel.tracks[Kind.FS].state is TrackState.HALTED
     assert channel.tracks[Kind.APP].version == "1.1.0"
+
+
+@pytest.mark.parametrize("size", [0, 1, 31, 32, 33, 3 * 1024 * 1024 + 7])
+def test_read_upload_returns_the_object_and_its_digests(world: World, size: int) -> None:
+    data = bytes(i * 7 % 251 for i in range(size))
+    s3 = clients.s3(world.settings)
+    put = s3.put_object(
+        Bucket=world.settings.firmware_bucket, Key="firmware/x/1.bin", Body=data, Metadata={"Channel": "beta"}
+    )
+    upload = world.blobs.read_upload("firmware/x/1.bin", put.get("VersionId"), limit=max(size, 1))
+    assert bytes(upload.data) == data
+    assert upload.md5 == hashlib.md5(data).hexdigest()
+    assert upload.sha256 == hashlib.sha256(data).hexdigest()
+    assert upload.sha256_but_last32 == hashlib.sha256(data[: max(0, size - 32)]).digest()
+    assert upload.metadata == {"channel": "beta"}
+    assert upload.version_id == put.get("VersionId")
+
+
+def test_read_upload_refuses_an_object_over_the_limit(world: World) -> None:
+    s3 = clients.s3(world.settings)
+    s3.put_object(Bucket=world.settings.firmware_bucket, Key="firmware/x/1.bin", Body=b"\xe9" * 1001)
+    with pytest.raises(TooLarge) as big:
+        world.blobs.read_upload("firmware/x/1.bin", None, limit=1000)
+    assert big.value.size == 1001
+    assert world.blobs.read_upload("firmware/x/1.bin", None, limit=1001).data == b"\xe9" * 1001
+
+    # Without a Content-Length to refuse it by, the read itself stops one byte past the limit.
+    def no_length(parsed: dict[str, Any], **_: Any) -> None:
+        parsed.pop("ContentLength", None)
+
+    s3.meta.events.register("after-call.s3.GetObject", no_length, unique_id="no-length")
+    try:
+        with pytest.raises(TooLarge) as big:
+            world.blobs.read_upload("firmware/x/1.bin", None, limit=999)
+        assert big.value.size == 1000  # what was read: the object's 1001 bytes were never counted
+        assert world.blobs.read_upload("firmware/x/1.bin", None, limit=1001).data == b"\xe9" * 1001
+    finally:
+        s3.meta.events.unregister("after-call.s3.GetObject", unique_id="no-length")

@@ -11,14 +11,12 @@ from otafleet.models import Release
 from otafleet.storage import clients
 from otafleet.storage.errors import StorageUnavailable, translated
 
-CHUNK = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class Upload:
     """An uploaded object read once: its bytes, their digests, and what S3 says about it."""
 
-    data: bytearray
+    data: bytes
     md5: str
     sha256: str
     version_id: str | None
@@ -71,8 +69,8 @@ class BlobStore:
         return bytes(body)
 
     def read_upload(self, key: str, version_id: str | None, limit: int) -> Upload:
-        """Stream an object into one buffer (the only full copy in memory; the parser reads it through a
-        memoryview) and hash it once. Raises TooLarge before reading past `limit`."""
+        """Read an object into one buffer (the only full copy in memory; the parser reads it through a
+        memoryview) and hash it once. Raises TooLarge before reading more than `limit` + 1 bytes."""
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if version_id:
             params["VersionId"] = version_id
@@ -82,11 +80,19 @@ class BlobStore:
             if size > limit:
                 response["Body"].close()
                 raise TooLarge(size)
-            data = bytearray()
-            for chunk in response["Body"].iter_chunks(CHUNK):
-                data += chunk
-                if len(data) > limit:
-                    raise TooLarge(len(data))
+            body = response["Body"]
+            # Never more than limit + 1 bytes. The first read returns the whole body as the HTTP layer
+            # read it (it stops at Content-Length), where appending chunks to a growing buffer copied it
+            # all again; the next one finds the end, where botocore checks the length and the checksum.
+            data: bytes = body.read(limit + 1)
+            while len(data) <= limit:
+                more = body.read(limit + 1 - len(data))
+                if not more:
+                    break
+                data += more
+            if len(data) > limit:
+                body.close()
+                raise TooLarge(len(data))
         view = memoryview(data)
         head = max(0, len(data) - 32)
         sha256 = hashlib.sha256(view[:head])
