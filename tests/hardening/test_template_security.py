@@ -2,9 +2,10 @@
 of a kind (so a table, bucket, function or log group added later is held to them too), and checkov.
 
 tests/unit/test_template.py pins the exact roles, routes and resource settings; this file asks the general
-questions: does anything log forever, can anything bypass the API throttle, can a lifecycle rule make a
-released image unreadable, does every stateful resource survive a stack deletion, does checkov agree, and
-does every suppressed checkov finding say why.
+questions: does anything log forever, can anything bypass the API throttle (only the opt-in function URL,
+which reserved concurrency can cap), can a lifecycle rule make a released image unreadable, does every
+stateful resource survive a stack deletion, does checkov agree, and does every suppressed checkov finding
+say why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from support.rendering import rendered
 from support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,12 +106,41 @@ def test_api_throttling_comes_from_bounded_parameters(cfn: dict[str, Any]) -> No
 
 
 def test_the_api_has_no_unthrottled_side_door(cfn: dict[str, Any]) -> None:
-    """Only the throttled HTTP API invokes the update function; S3 alone invokes the publish function."""
+    """Only the throttled HTTP API invokes the update function and S3 alone the publish function, unless a
+    stack asks for the function URL (EnableFunctionUrl, off by default): its public permissions exist only
+    under that condition, only for the update function, and invoke it only through its function URL."""
+    assert cfn["Parameters"]["EnableFunctionUrl"]["Default"] == "false"
     for name, permission in of_type(cfn, "AWS::Lambda::Permission").items():
         props = permission["Properties"]
+        if props["Principal"] == "*":
+            assert permission.get("Condition") == "FunctionUrlEnabled", f"{name} is public without the function URL"
+            assert props["FunctionName"] == {"Ref": "UpdateFunction"}, name
+            # Anyone may call the URL; nobody may invoke the function directly (lambda:Invoke) with it.
+            assert (props["Action"], props.get("FunctionUrlAuthType"), props.get("InvokedViaFunctionUrl")) in {
+                ("lambda:InvokeFunctionUrl", "NONE", None),
+                ("lambda:InvokeFunction", None, True),
+            }, name
+            continue
         assert props["Principal"] in ("apigateway.amazonaws.com", "s3.amazonaws.com"), name
         assert "SourceArn" in props or "SourceAccount" in props, f"{name} lets any account's resource invoke"
-    assert not of_type(cfn, "AWS::Lambda::Url"), "a function URL would bypass the API's throttling"
+    urls = of_type(cfn, "AWS::Lambda::Url")
+    assert urls, "the function URL front (EnableFunctionUrl) is gone: update this test and docs/deploy.md"
+    for name, url in urls.items():
+        assert url.get("Condition") == "FunctionUrlEnabled", f"{name}: a function URL bypasses the API's throttle"
+        assert url["Properties"]["TargetFunctionArn"] == {"Ref": "UpdateFunction"}, name
+
+
+def test_a_function_url_stack_can_cap_the_update_function(cfn: dict[str, Any]) -> None:
+    """A function URL has no throttle: reserved concurrency is its only cap, a bounded parameter that is off
+    (not 0, which would stop the function) by default."""
+    param = cfn["Parameters"]["UpdateReservedConcurrency"]
+    assert param["Type"] == "Number" and param["Default"] == 0 and param["MinValue"] == 0
+    assert cfn["Conditions"]["UpdateConcurrencyReserved"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "UpdateReservedConcurrency"}, 0]}]
+    }
+    assert cfn["Resources"]["UpdateFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["UpdateConcurrencyReserved", {"Ref": "UpdateReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
 
 
 # ------------------------------------------------------------------ tables
@@ -206,6 +237,19 @@ def test_checkov_finds_nothing_unexplained(tmp_path: Path) -> None:
     verdict = checkov_check.evaluate(checkov_check.run_checkov(translated, checkov))
     assert verdict.ok, checkov_check.render(verdict)
     assert verdict.passed > 0
+
+
+def test_checkov_finds_nothing_unexplained_with_the_function_url_on(tmp_path: Path) -> None:
+    """checkov evaluates conditions from parameter defaults, where the function URL is off: the deployment
+    with it on (and capped) is checked here, rendered as CloudFormation would deploy it."""
+    checkov = checkov_check.DEFAULT_CHECKOV
+    require_tool(Path(checkov))
+    on = rendered(template_check.translate(TEMPLATE), {"EnableFunctionUrl": "true", "UpdateReservedConcurrency": "50"})
+    path = tmp_path / "function-url-on.json"
+    template_check.write_translated(on, path)
+    verdict = checkov_check.evaluate(checkov_check.run_checkov(path, checkov))
+    assert verdict.ok, checkov_check.render(verdict)
+    assert {c.check_id for c in verdict.skipped if c.resource.endswith(".UpdateFunctionUrl")} == {"CKV_AWS_258"}
 
 
 # The verdict logic itself, on reports shaped like checkov 3's JSON output (no checkov needed).

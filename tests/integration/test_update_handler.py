@@ -1,24 +1,30 @@
 """The update handler driven with API Gateway HTTP API events against moto, row by row of
-esp-http-update.md §2, for both dialects."""
+esp-http-update.md §2, for both dialects; the answers that matter also through a function URL's events
+(EnableFunctionUrl), which the handler must route by rawPath and answer byte for byte the same."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from moto import mock_aws
+from moto.moto_api._internal import mock_random
 
 from otafleet.fleet import Fleet
 from otafleet.models import AttemptState, Delivery, Kind, TrackState
 from otafleet.storage import clients
 from support.devices import (
     ESP32_CORES,
+    FRONTS,
     ZERO_MAC,
     Esp32Core,
+    Front,
     basic,
     esp32_core_headers,
     esp32_headers,
@@ -51,9 +57,20 @@ def header(response: dict[str, Any], name: str) -> str | None:
     return None
 
 
+@pytest.fixture(params=FRONTS)
+def front(request: pytest.FixtureRequest) -> Front:
+    """The front the request comes through: the HTTP API, or the function URL (EnableFunctionUrl)."""
+    value: Front = request.param
+    return value
+
+
 @pytest.fixture
 def fleet(world: World) -> World:
     """door: ESP8266 product on 1.1.0; cam: ESP32-S3 product on 2.0.0 (hash appended)."""
+    return seed(world)
+
+
+def seed(world: World) -> World:
     world.product("door", "esp8266", delivery=Delivery.INLINE)
     world.release("door", "1.0.0")
     world.release("door", "1.1.0", flash_size_bytes=4 * 1024 * 1024)
@@ -76,8 +93,8 @@ def image_of(world: World, product: str, version: str) -> bytes:
 # --- §2 answers, ESP8266 ------------------------------------------------------------------------
 
 
-def test_inline_200_carries_exact_image_and_md5(fleet: World) -> None:
-    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0")))
+def test_inline_200_carries_exact_image_and_md5(fleet: World, front: Front) -> None:
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0"), front=front))
     assert response["statusCode"] == 200
     body = body_bytes(response)
     assert body == image_of(fleet, "door", "1.1.0")
@@ -88,8 +105,8 @@ def test_inline_200_carries_exact_image_and_md5(fleet: World) -> None:
     assert header(response, "Transfer-Encoding") is None
 
 
-def test_same_version_is_304_with_empty_body(fleet: World) -> None:
-    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.1.0")))
+def test_same_version_is_304_with_empty_body(fleet: World, front: Front) -> None:
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.1.0"), front=front))
     assert response["statusCode"] == 304
     assert body_bytes(response) == b""
     assert header(response, "X-Otafleet-Reason") == "up-to-date"
@@ -121,9 +138,9 @@ def test_header_case_does_not_matter(fleet: World) -> None:
     assert answers[0] == answers[1] == answers[2]
 
 
-def test_redirect_302_is_empty_and_presigned_sigv4_regional(fleet: World) -> None:
+def test_redirect_302_is_empty_and_presigned_sigv4_regional(fleet: World, front: Front) -> None:
     query = {"delivery": "redirect"}
-    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0"), query=query))
+    response = call(http_api_event("/update", esp8266_headers(ESP8266, version="1.0.0"), query=query, front=front))
     assert response["statusCode"] == 302
     assert body_bytes(response) == b""
     location = header(response, "Location")
@@ -175,38 +192,40 @@ def test_flash_larger_than_chip_is_304(fleet: World) -> None:
         (esp32_headers(ESP32, free_space="1e6"), "free-space"),
     ],
 )
-def test_malformed_requests_get_403_with_reason(fleet: World, headers: dict[str, str], reason_part: str) -> None:
-    response = call(http_api_event("/update", headers))
+def test_malformed_requests_get_403_with_reason(
+    fleet: World, front: Front, headers: dict[str, str], reason_part: str
+) -> None:
+    response = call(http_api_event("/update", headers, front=front))
     assert response["statusCode"] == 403
     assert reason_part in body_bytes(response).decode()
 
 
-def test_unknown_device_is_404_and_remembered_unassigned(fleet: World) -> None:
+def test_unknown_device_is_404_and_remembered_unassigned(fleet: World, front: Front) -> None:
     mac = "02:00:00:00:00:99"
-    response = call(http_api_event("/update", esp8266_headers(mac.lower().replace(":", "-"))))
+    response = call(http_api_event("/update", esp8266_headers(mac.lower().replace(":", "-")), front=front))
     assert response["statusCode"] == 404
     assert f"no firmware assigned to {mac}" in body_bytes(response).decode()
     seen = fleet.devices.get(mac)
     assert seen is not None and not seen.assigned and seen.reported.source_ip == "203.0.113.7"
 
 
-def test_blocked_device_is_403(fleet: World) -> None:
+def test_blocked_device_is_403(fleet: World, front: Front) -> None:
     fleet.device(ESP8266, "door", blocked=True)
-    response = call(http_api_event("/update", esp8266_headers(ESP8266)))
+    response = call(http_api_event("/update", esp8266_headers(ESP8266), front=front))
     assert response["statusCode"] == 403
 
 
-def test_enrollment_through_product_path(fleet: World) -> None:
+def test_enrollment_through_product_path(fleet: World, front: Front) -> None:
     fleet.product("door", "esp8266", delivery=Delivery.INLINE, enroll=True)
     mac = "02:00:00:00:00:42"
-    response = call(http_api_event("/update/door", esp8266_headers(mac, version="1.0.0")))
+    response = call(http_api_event("/update/door", esp8266_headers(mac, version="1.0.0"), front=front))
     assert response["statusCode"] == 200
     device = fleet.devices.get(mac)
     assert device is not None and device.assigned and device.product == "door" and device.channel == "stable"
 
 
-def test_product_path_without_enrollment_is_404(fleet: World) -> None:
-    response = call(http_api_event("/update/door", esp8266_headers("02:00:00:00:00:43")))
+def test_product_path_without_enrollment_is_404(fleet: World, front: Front) -> None:
+    response = call(http_api_event("/update/door", esp8266_headers("02:00:00:00:00:43"), front=front))
     assert response["statusCode"] == 404
 
 
@@ -220,11 +239,79 @@ def test_version_probe_answers_headers_only(fleet: World) -> None:
     assert device is not None and device.attempts == {}
 
 
+# --- either front, the same answers (EnableFunctionUrl) ---------------------------------------------
+
+BLOCKED = "5C:CF:7F:00:00:0B"
+# The stock clients' requests whose answers no front may change: (status and what it is, path, headers,
+# query), replayed in this order into a fresh fleet per front.
+REPLAY: list[tuple[str, str, dict[str, str], dict[str, str]]] = [
+    ("200 inline", "/update", esp8266_headers(ESP8266, version="1.0.0"), {}),
+    ("304 up to date", "/update", esp8266_headers(ESP8266, version="1.1.0"), {}),
+    ("304 wrong platform (core 2.0 request)", "/update", esp8266_core_2_0_headers(ESP32), {}),
+    ("302 product default", "/update", esp32_headers(ESP32, version="1.9.0"), {}),
+    ("302 asked for", "/update", esp8266_headers(ESP8266, version="1.0.0"), {"delivery": "redirect"}),
+    ("404 unknown device", "/update", esp8266_headers("02:00:00:00:00:99"), {}),
+    ("404 product without enrollment", "/update/door", esp8266_headers("02:00:00:00:00:43"), {}),
+    ("403 not an ESP", "/update", {"User-Agent": "curl/8.0"}, {}),
+    ("403 malformed", "/update", esp8266_headers(ESP8266, free_space="lots"), {}),
+    ("403 blocked", "/update", esp8266_headers(BLOCKED), {}),
+    ("200 simple updater", "/firmware/door/stable", {"User-Agent": "curl/8.0"}, {}),
+    ("404 simple updater, no release", "/firmware/door/beta", {"User-Agent": "curl/8.0"}, {}),
+]
+SIGNED_AT = datetime(2026, 11, 24, 12, 0, 0)  # botocore's clock is naive UTC
+
+
+def replay(front: Front) -> dict[str, tuple[int, dict[str, str], bytes]]:
+    """REPLAY's answers through one front, from a fleet of its own: (status, headers, body) by name."""
+    mock_random.seed(16)  # the same S3 version ids in both fleets, so the same presigned Locations
+    with mock_aws():
+        world = seed(World.create())
+        world.device(BLOCKED, "door", blocked=True)
+        update_app._service = None
+        answers = {}
+        for name, path, headers, query in REPLAY:
+            response = call(http_api_event(path, headers, query=query, front=front))
+            answers[name] = (response["statusCode"], response["headers"], body_bytes(response))
+        return answers
+
+
+def test_both_fronts_answer_the_stock_clients_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Presigned URLs carry their signing time: one frozen clock makes the two 302s' Locations comparable.
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: SIGNED_AT)
+    http_api, function_url = replay("http-api"), replay("function-url")
+    assert {name: status for name, (status, _, _) in http_api.items()} == {
+        name: int(name.split()[0]) for name, *_ in REPLAY
+    }
+    for name, *_ in REPLAY:
+        assert function_url[name] == http_api[name], name
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/update/", "/update/door/", "/firmware/door", "/firmware/door/stable/x", "/UPDATE"]
+)
+def test_a_function_url_path_no_route_takes_is_404(fleet: World, path: str) -> None:
+    """API Gateway answers these itself; behind a function URL the handler must, the same way for each."""
+    response = call(http_api_event(path, esp8266_headers(ESP8266, version="1.0.0"), front="function-url"))
+    assert response["statusCode"] == 404
+    assert body_bytes(response) == b"no such route\n"
+    device = fleet.devices.get(ESP8266)
+    assert device is not None and device.checks == 0  # nothing was checked
+
+
+def test_a_function_url_product_segment_is_url_decoded(fleet: World) -> None:
+    fleet.product("door", "esp8266", delivery=Delivery.INLINE, enroll=True)
+    mac = "02:00:00:00:00:44"
+    response = call(http_api_event("/update/%64oor", esp8266_headers(mac, version="1.0.0"), front="function-url"))
+    assert response["statusCode"] == 200
+    device = fleet.devices.get(mac)
+    assert device is not None and device.product == "door"
+
+
 # --- ESP32 dialect --------------------------------------------------------------------------------
 
 
-def test_esp32_redirect_by_product_default(fleet: World) -> None:
-    response = call(http_api_event("/update", esp32_headers(ESP32, version="1.9.0")))
+def test_esp32_redirect_by_product_default(fleet: World, front: Front) -> None:
+    response = call(http_api_event("/update", esp32_headers(ESP32, version="1.9.0"), front=front))
     assert response["statusCode"] == 302
     assert "/firmware/cam/2.0.0.bin" in (header(response, "Location") or "")
 
@@ -373,8 +460,8 @@ def test_zero_sta_mac_without_base_mac_is_refused_with_reason(fleet: World, capl
 # --- the simple updater ---------------------------------------------------------------------------
 
 
-def test_simple_updater_serves_channel_release(fleet: World) -> None:
-    response = call(http_api_event("/firmware/door/stable", {"User-Agent": "curl/8.0"}))
+def test_simple_updater_serves_channel_release(fleet: World, front: Front) -> None:
+    response = call(http_api_event("/firmware/door/stable", {"User-Agent": "curl/8.0"}, front=front))
     assert response["statusCode"] == 200
     assert body_bytes(response) == image_of(fleet, "door", "1.1.0")
 
@@ -419,8 +506,8 @@ def test_simple_updater_of_an_auth_product_needs_a_devices_credentials(fleet: Wo
     assert response["statusCode"] == 200 and body_bytes(response) == image_of(fleet, "door", "1.1.0")
 
 
-def test_simple_updater_404_without_release(fleet: World) -> None:
-    response = call(http_api_event("/firmware/door/beta", {"User-Agent": "curl/8.0"}))
+def test_simple_updater_404_without_release(fleet: World, front: Front) -> None:
+    response = call(http_api_event("/firmware/door/beta", {"User-Agent": "curl/8.0"}, front=front))
     assert response["statusCode"] == 404
 
 

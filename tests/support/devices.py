@@ -120,6 +120,14 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+# The two fronts a device may reach the update function through (template.yaml: the HTTP API, and the
+# function URL of EnableFunctionUrl=true). Both deliver payload format 2.0; they differ in what matched
+# the route before the function ran.
+Front = Literal["http-api", "function-url"]
+FRONTS: tuple[Front, ...] = get_args(Front)
+FUNCTION_URL_ID = "abcdefghijklmnopqrstuvwxyz012345"
+
+
 def http_api_event(
     path: str,
     headers: dict[str, str],
@@ -128,10 +136,19 @@ def http_api_event(
     source_ip: str = "203.0.113.7",
     path_parameters: dict[str, str] | None = None,
     route_key: str | None = None,
+    front: Front = "http-api",
 ) -> dict[str, Any]:
-    """An API Gateway HTTP API payload 2.0 event, headers lower-cased as API Gateway delivers them."""
+    """An API Gateway HTTP API payload 2.0 event, headers lower-cased as API Gateway delivers them.
+
+    front="function-url": the same request as a Lambda function URL delivers it: routeKey `$default`, no
+    pathParameters (nothing matched a route: the handler routes by rawPath, which stays as given, so pass
+    it percent-encoded the way the device sent it), the lambda-url host, and the forwarded headers Lambda
+    adds (HTTPS only, port 443). Headers are lower-cased and the source IP is in requestContext.http the
+    same way."""
     raw_query = "&".join(f"{k}={v}" for k, v in (query or {}).items())
-    if route_key is None:
+    if front == "function-url":
+        route_key, path_parameters = "$default", None
+    elif route_key is None:
         parts = path.strip("/").split("/")
         route_key = {
             1: "GET /update",
@@ -140,17 +157,28 @@ def http_api_event(
         }[len(parts)]
         names = {2: ["product"], 3: ["product", "channel"]}.get(len(parts), [])
         path_parameters = path_parameters or dict(zip(names, parts[1:], strict=True)) or None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    account, api_id, domain = "123456789012", "api", "api.example.com"
+    if front == "function-url":
+        account, api_id, domain = "anonymous", FUNCTION_URL_ID, f"{FUNCTION_URL_ID}.lambda-url.eu-west-1.on.aws"
+        lowered = {
+            **lowered,
+            "host": domain,
+            "x-forwarded-for": source_ip,
+            "x-forwarded-port": "443",
+            "x-forwarded-proto": "https",
+        }
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route_key,
         "rawPath": path,
         "rawQueryString": raw_query,
-        "headers": {k.lower(): v for k, v in headers.items()},
+        "headers": lowered,
         "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api",
-            "domainName": "api.example.com",
-            "domainPrefix": "api",
+            "accountId": account,
+            "apiId": api_id,
+            "domainName": domain,
+            "domainPrefix": domain.split(".")[0],
             "http": {
                 "method": "GET",
                 "path": path,

@@ -23,6 +23,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from scripts import template_check  # noqa: E402
+from support.rendering import rendered  # noqa: E402
+from update.app import ROUTES  # noqa: E402
 
 TEMPLATE = ROOT / "template.yaml"
 
@@ -307,6 +309,127 @@ def test_http_api_routes_and_throttling(cfn: dict[str, Any]) -> None:
         "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
         "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
     }
+
+
+def test_http_api_routes_are_the_handlers_route_table(cfn: dict[str, Any]) -> None:
+    """A function URL's requests are routed by the handler's ROUTES: they must be the HTTP API's routes."""
+    api = cfn["Resources"]["HttpApi"]["Properties"]["Body"]
+    declared = {f"{method.upper()} {path}" for path, item in api["paths"].items() for method in item}
+    assert declared == set(ROUTES)
+
+
+# ------------------------------------------------------------------ the function URL (EnableFunctionUrl)
+
+FUNCTION_URL_ON = {"EnableFunctionUrl": "true"}
+FUNCTION_URL_RESOURCES = {
+    "UpdateFunctionUrl",
+    "UpdateFunctionUrlPublicPermissions",
+    "UpdateFunctionURLInvokeAllowPublicAccess",
+}
+
+
+def test_function_url_is_off_by_default_and_uncapped(cfn: dict[str, Any]) -> None:
+    params = cfn["Parameters"]
+    assert params["EnableFunctionUrl"]["Default"] == "false"
+    assert params["EnableFunctionUrl"]["AllowedValues"] == ["false", "true"]
+    assert params["UpdateReservedConcurrency"]["Default"] == 0
+    assert params["UpdateReservedConcurrency"]["MinValue"] == 0
+    doc = rendered(cfn, {})
+    assert not FUNCTION_URL_RESOURCES & set(doc["Resources"])
+    assert not resources(doc, "AWS::Lambda::Url")
+    assert "FunctionUrl" not in doc["Outputs"]
+    assert "ReservedConcurrentExecutions" not in doc["Resources"]["UpdateFunction"]["Properties"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        FUNCTION_URL_ON,
+        {**FUNCTION_URL_ON, "UpdateReservedConcurrency": "50"},
+        {**FUNCTION_URL_ON, "EnableFrontDoor": "true"},
+    ],
+    ids=["off", "on", "on-capped", "on-with-front-door"],
+)
+def test_function_url_settings_lint_clean(cfn: dict[str, Any], overrides: dict[str, str]) -> None:
+    name = "-".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
+    assert template_check.lint_translated(rendered(cfn, overrides), filename=f"{name}.json") == []
+
+
+def test_function_url_resources_are_all_conditional(cfn: dict[str, Any]) -> None:
+    urls = resources(cfn, "AWS::Lambda::Url")
+    public = {k for k, v in resources(cfn, "AWS::Lambda::Permission").items() if v["Properties"]["Principal"] == "*"}
+    assert set(urls) | public == FUNCTION_URL_RESOURCES
+    for logical_id in FUNCTION_URL_RESOURCES:
+        assert cfn["Resources"][logical_id].get("Condition") == "FunctionUrlEnabled", logical_id
+    assert cfn["Outputs"]["FunctionUrl"]["Condition"] == "FunctionUrlEnabled"
+
+
+def test_function_url_is_public_buffered_and_serves_the_update_function(cfn: dict[str, Any]) -> None:
+    doc = rendered(cfn, FUNCTION_URL_ON)
+    [(_, url)] = resources(doc, "AWS::Lambda::Url").items()
+    assert url["Properties"] == {
+        "TargetFunctionArn": {"Ref": "UpdateFunction"},
+        "AuthType": "NONE",
+        "InvokeMode": "BUFFERED",
+    }
+    public = {
+        k: v["Properties"] for k, v in resources(doc, "AWS::Lambda::Permission").items() if k in FUNCTION_URL_RESOURCES
+    }
+    assert public == {
+        "UpdateFunctionUrlPublicPermissions": {
+            "Action": "lambda:InvokeFunctionUrl",
+            "FunctionName": {"Ref": "UpdateFunction"},
+            "Principal": "*",
+            "FunctionUrlAuthType": "NONE",
+        },
+        "UpdateFunctionURLInvokeAllowPublicAccess": {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": {"Ref": "UpdateFunction"},
+            "Principal": "*",
+            "InvokedViaFunctionUrl": True,
+        },
+    }
+    # The HTTP API stays: plain-HTTP devices, the CLI's ApiUrl and the front door's origin need it.
+    assert "HttpApi" in doc["Resources"] and "ApiUrl" in doc["Outputs"]
+    assert doc["Outputs"]["FunctionUrl"]["Value"] == {
+        "Fn::Sub": [
+            "https://${Host}",
+            {"Host": {"Fn::Select": [2, {"Fn::Split": ["/", {"Fn::GetAtt": ["UpdateFunctionUrl", "FunctionUrl"]}]}]}},
+        ]
+    }
+
+
+def test_function_url_resources_are_what_sam_generates_for_function_url_config(sam: dict[str, Any]) -> None:
+    """The resources are written out only because SAM cannot make FunctionUrlConfig conditional: they must be
+    exactly what SAM generates for it, so nothing SAM would add (a permission) is missing."""
+    written = {
+        k: v for k, v in template_check.translate_document(sam)["Resources"].items() if k in FUNCTION_URL_RESOURCES
+    }
+    plain = copy.deepcopy(sam)
+    for logical_id in FUNCTION_URL_RESOURCES:
+        del plain["Resources"][logical_id]
+    del plain["Outputs"]["FunctionUrl"]
+    plain["Resources"]["UpdateFunction"]["Properties"]["FunctionUrlConfig"] = {
+        "AuthType": "NONE",
+        "InvokeMode": "BUFFERED",
+    }
+    generated = {
+        k: v for k, v in template_check.translate_document(plain)["Resources"].items() if k in FUNCTION_URL_RESOURCES
+    }
+    assert set(generated) == FUNCTION_URL_RESOURCES
+    assert {k: {**v, "Condition": "FunctionUrlEnabled"} for k, v in generated.items()} == {
+        k: {key: value for key, value in v.items() if key != "Metadata"} for k, v in written.items()
+    }
+
+
+def test_reserved_concurrency_caps_the_update_function_only_when_set(cfn: dict[str, Any]) -> None:
+    capped = rendered(cfn, {"UpdateReservedConcurrency": "50"})["Resources"]
+    assert capped["UpdateFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Ref": "UpdateReservedConcurrency"
+    }
+    for name in ("PublishFunction", "ControllerFunction"):
+        assert "ReservedConcurrentExecutions" not in capped[name]["Properties"], name
 
 
 def test_log_groups_have_retention(cfn: dict[str, Any]) -> None:
