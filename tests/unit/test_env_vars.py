@@ -85,6 +85,7 @@ TUNED = {
     "SILENCE_FACTOR": ("SilenceFactor", "silence_factor"),
     "SILENCE_FLOOR_MINUTES": ("SilenceFloorMinutes", "silence_floor_minutes"),
     "SILENCE_UNLEARNED_HOURS": ("SilenceUnlearnedHours", "silence_unlearned_hours"),
+    "CHECK_HEARTBEAT_MINUTES": ("CheckHeartbeatMinutes", "check_heartbeat_minutes"),
 }
 
 
@@ -103,5 +104,7 @@ def test_tuning_settings_agree_in_template_config_and_env_local_json(monkeypatch
 
 
 def test_the_silence_policy_follows_the_settings() -> None:
-    """The settings become the decision's SilencePolicy in one place, with the same defaults as the rule."""
-    assert Policy.from_settings(config.load_settings()).silence == SilencePolicy()
+    """The settings become the decision's SilencePolicy in one place, with the same defaults as the rule,
+    but for the heartbeat: the rule's own is 0 (every check recorded, so quiet limits are exact), a
+    deployment's an hour (CheckHeartbeatMinutes)."""
+    assert Policy.from_settings(config.load_settings()).silence == SilencePolicy(heartbeat_seconds=3600)
