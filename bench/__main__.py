@@ -113,7 +113,7 @@ def summary(results: list[Result], elapsed: float) -> None:
                 [f.label, _value(f.ours, f.unit), _value(f.floor, f.unit), _ratio(f), target_text(f), "", f.note]
             )
     table(["figure", "ours", "floor", "ratio", "target", "", "floor is"], rows)
-    note("ratios compare medians measured in this run; targets are from issue 7 and are never enforced.")
+    note("ratios compare medians measured in this run; targets are the issues' goals and are never enforced.")
 
 
 def _value(value: float, unit: str) -> str:

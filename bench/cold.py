@@ -27,7 +27,7 @@ from bench import ENVIRONMENT, FUNCTIONS, REGION, scenario
 from bench.common import Figure, Result, fmt, free_port, heading, median, note, ratio, say, table
 from bench.floor import DYNAMODB_CONFIG, S3_CONFIG
 
-TARGET = 1.25
+TARGET = 1.15  # issue 16: a cold start within 1.15x of the boto3 floor
 MARK = "@@bench"
 PRODUCT = "door"
 

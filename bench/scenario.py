@@ -94,6 +94,7 @@ def _seed() -> Fleet:
     def event(mac: str, version: str | None = "1.0.0", **kw: Any) -> dict[str, Any]:
         return http_api_event("/update", esp8266_headers(mac, version=version, **kw))
 
+    _steady(world, UP_TO_DATE, esp8266_headers(UP_TO_DATE, version="1.1.0"))
     refused = http_api_event("/update", {**esp8266_headers(UNKNOWN), "User-Agent": "curl/8.5.0"})
     cases = [
         Case("304 up-to-date", 304, event(UP_TO_DATE, "1.1.0"), UP_TO_DATE),
@@ -104,6 +105,21 @@ def _seed() -> Fleet:
         Case("403 blocked device", 403, event(BLOCKED), BLOCKED),
     ]
     return Fleet(world, {c.name: c for c in cases})
+
+
+def _steady(world: Any, mac: str, headers: dict[str, str]) -> None:
+    """Bring a device to its steady state: it checked every 10 minutes for the last 40, so its rhythm is
+    learned, and its warm checks (after the first has recorded its source IP) change nothing and are not
+    written (check_writes.py)."""
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from support.clock import iso
+
+    now = datetime.now(UTC)
+    for minutes in (40, 30, 20, 10):
+        at = iso(now - timedelta(minutes=minutes))
+        replace(world.service(), clock=lambda at=at: at).check(headers)
 
 
 def call(event: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Ours: `update.app.handler(event, None)` with an API Gateway HTTP API event, moto in-process
 (`mock_aws`), a warm container (clients created, catalog cached for CATALOG_CACHE_SECONDS = 30 as in
 production), INFO logging and EMF metrics written to stdout (sent to /dev/null here).
-Floor: the same device GetItem and UpdateItem (and presign, or object read) as plain boto3 calls.
+Floor: the same requests the check made (recorded on the handler's clients: the `304` device is in its steady
+state and only reads its record; the offers also write it, presign or read the object) as plain boto3 calls.
 Both run in alternating batches; every sample is one check; we report medians.
 """
 
@@ -16,7 +17,7 @@ from bench.common import Figure, Result, fmt, heading, interleaved, note, ratio,
 from bench.floor import check_floor
 from bench.hooks import Recorder, handler_clients
 
-TARGET = 1.2
+TARGET = 1.1  # issue 16: a warm check within 1.1x of its bare AWS calls
 OUTCOMES = ("304 up-to-date", "302 redirect", "200 inline")
 
 
