@@ -187,8 +187,12 @@ class Device:
 def _measure(outcome: str, device: Device, step: timedelta, checks: int, sample_rate: float, world: Any) -> Measured:
     import base64
 
+    from otafleet.observability import logger
+
     device.install_clock()
     device.learn()
+    log = logger()  # the handler's: it draws its sample from `sampling_rate` at every invocation
+    rate = log.sampling_rate
     recorder = Recorder().attach(handler_clients())
     counts: dict[str, float] = {}
     code_ms: list[float] = []
@@ -199,7 +203,7 @@ def _measure(outcome: str, device: Device, step: timedelta, checks: int, sample_
         for i in range(checks):
             # Every other check as an invocation Powertools sampled (DEBUG), to weigh its extra lines.
             level = "debug" if i % 2 else "info"
-            os.environ["POWERTOOLS_LOGGER_SAMPLE_RATE"] = "1" if level == "debug" else "0"
+            log.sampling_rate = 1.0 if level == "debug" else 0.0
             device.clock.now += step
             recorder.clear()
             with captured_output() as out:
@@ -214,7 +218,7 @@ def _measure(outcome: str, device: Device, step: timedelta, checks: int, sample_
                 for key, n in recorder.counts().items():
                     counts[key] = counts.get(key, 0) + n
     finally:
-        os.environ.pop("POWERTOOLS_LOGGER_SAMPLE_RATE", None)
+        log.sampling_rate = rate
         recorder.detach()
     info_checks = len(log_bytes["info"])
     body = base64.b64decode(response["body"]) if response.get("isBase64Encoded") else response.get("body", "").encode()

@@ -2,7 +2,8 @@
 
 The floor replays the very requests the handler made for the same outcome (recorded with hooks, so it
 keeps up with the core's changes): a consistent GetItem of the device, the UpdateItem recording the
-check, and, depending on the outcome, a presigned URL (redirect) or the object's bytes (inline).
+check when the check wrote one, and, depending on the outcome, a presigned URL (redirect) or the object's
+bytes (inline).
 Its clients are plain `boto3.client(...)` calls with the production settings of
 `otafleet.storage.clients` written out here, so no otafleet code runs on the floor side.
 """
@@ -53,17 +54,13 @@ def check_floor(
         steps.append(partial(dynamodb.get_item, **get))
         names.append("GetItem")
         updates = [p for p in recorded.params_of("dynamodb", "UpdateItem") if p.get("TableName") == devices_table]
-        if updates:
-            update = _unconditional({k: v for k, v in updates[0].items() if k != "ReturnValues"})
-        else:
-            update = {
-                "TableName": devices_table,
-                "Key": {"mac": {"S": mac}},
-                "UpdateExpression": "SET last_seen = :at ADD checks :one",
-                "ExpressionAttributeValues": {":at": {"S": "2026-11-24T12:00:00Z"}, ":one": {"N": "1"}},
-            }
-        steps.append(partial(dynamodb.update_item, **update))
-        names.append("UpdateItem")
+        if updates:  # a check that changed nothing wrote nothing (check_writes.py): neither does its floor
+            steps.append(
+                partial(
+                    dynamodb.update_item, **_unconditional({k: v for k, v in updates[0].items() if k != "ReturnValues"})
+                )
+            )
+            names.append("UpdateItem")
     for call in recorded.presigns():
         steps.append(partial(s3.generate_presigned_url, "get_object", Params=call.params, ExpiresIn=expiry))
         names.append("presign")
