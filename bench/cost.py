@@ -4,9 +4,9 @@ Measured here, through the real handler on in-process moto, per outcome:
 - DynamoDB and S3 requests per check (botocore's before-call hook, as in `requests`), turned into request
   units with DynamoDB's item size rules on the device record as stored after the checks;
 - the bytes the function writes to CloudWatch Logs per check: the decision line and the EMF line as
-  printed, with CloudWatch's 26 bytes per event; the sampled DEBUG line of an unchanged `304` counted at
-  the template's `LogSampleRate`; Lambda's own START/END/REPORT lines are not written with the template's
-  `SystemLogLevel` of WARN;
+  printed, with CloudWatch's 26 bytes per event; an unchanged `304`'s decision line, logged only in a
+  sample, counted at the template's `LogSampleRate`; Lambda's own START/END/REPORT lines are not
+  written with the template's `SystemLogLevel` of WARN;
 - the answer's bytes (API Gateway meters in 512 KB units) and the image bytes delivered.
 
 Modelled, since they cannot be measured off AWS: Lambda's billed duration, as our code's own time
@@ -167,10 +167,13 @@ class Device:
         self.event, self.status, self.mac = event, status, mac
         self.clock = Clock()
 
-    def install_clock(self) -> None:
+    def install(self, *, sampled: bool) -> None:
+        """The handler's service on this device's clock; `sampled`: it logs even an unchanged check."""
         from update import app
 
-        app._service = replace(app.service(), clock=self.clock)
+        service = app.service()
+        settings = replace(service.settings, log_sample_rate=1.0 if sampled else 0.0)
+        app._service = replace(service, clock=self.clock, settings=settings)
 
     def check(self) -> dict[str, Any]:
         response = scenario.call(self.event)
@@ -187,23 +190,19 @@ class Device:
 def _measure(outcome: str, device: Device, step: timedelta, checks: int, sample_rate: float, world: Any) -> Measured:
     import base64
 
-    from otafleet.observability import logger
-
-    device.install_clock()
+    device.install(sampled=False)
     device.learn()
-    log = logger()  # the handler's: it draws its sample from `sampling_rate` at every invocation
-    rate = log.sampling_rate
     recorder = Recorder().attach(handler_clients())
     counts: dict[str, float] = {}
     code_ms: list[float] = []
-    log_bytes: dict[str, list[int]] = {"info": [], "debug": []}
-    log_events: dict[str, list[int]] = {"info": [], "debug": []}
+    log_bytes: dict[str, list[int]] = {"unsampled": [], "sampled": []}
+    log_events: dict[str, list[int]] = {"unsampled": [], "sampled": []}
     response: dict[str, Any] = {}
     try:
         for i in range(checks):
-            # Every other check as an invocation Powertools sampled (DEBUG), to weigh its extra lines.
-            level = "debug" if i % 2 else "info"
-            log.sampling_rate = 1.0 if level == "debug" else 0.0
+            # Every other check as one in the log sample, to weigh its extra line.
+            level = "sampled" if i % 2 else "unsampled"
+            device.install(sampled=level == "sampled")
             device.clock.now += step
             recorder.clear()
             with captured_output() as out:
@@ -214,25 +213,24 @@ def _measure(outcome: str, device: Device, step: timedelta, checks: int, sample_
             size, events = _lines(out.getvalue())
             log_bytes[level].append(size)
             log_events[level].append(events)
-            if level == "info":
+            if level == "unsampled":
                 for key, n in recorder.counts().items():
                     counts[key] = counts.get(key, 0) + n
     finally:
-        log.sampling_rate = rate
         recorder.detach()
-    info_checks = len(log_bytes["info"])
+    counted_checks = len(log_bytes["unsampled"])
     body = base64.b64decode(response["body"]) if response.get("isBase64Encoded") else response.get("body", "").encode()
     headers = sum(len(k) + len(str(v)) + 4 for k, v in response["headers"].items())
-    info, debug = median(log_bytes["info"]), median(log_bytes["debug"])
+    plain, sampled = median(log_bytes["unsampled"]), median(log_bytes["sampled"])
     raw = world.devices.client.get_item(TableName=world.settings.devices_table, Key={"mac": {"S": device.mac}})
     return Measured(
         outcome=outcome,
         status=device.status,
-        requests={k: v / info_checks for k, v in sorted(counts.items())},
+        requests={k: v / counted_checks for k, v in sorted(counts.items())},
         record_bytes=item_bytes(raw["Item"]),
-        log_bytes=info + sample_rate * max(0.0, debug - info),
-        log_events=median(log_events["info"])
-        + sample_rate * (median(log_events["debug"]) - median(log_events["info"])),
+        log_bytes=plain + sample_rate * max(0.0, sampled - plain),
+        log_events=median(log_events["unsampled"])
+        + sample_rate * (median(log_events["sampled"]) - median(log_events["unsampled"])),
         code_ms=median(code_ms),
         response_bytes=len(body) + headers + 17,  # the status line
         delivered_bytes=len(body) if device.status == 200 else 0,

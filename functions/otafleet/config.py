@@ -34,6 +34,9 @@ class Settings:
     # A check that changes nothing on the device record is written anyway once the record is this old
     # (check_writes.py); 0 writes every check. Silence is judged at this resolution (rhythm.py).
     check_heartbeat_minutes: float = 60.0
+    # Share of the checks that changed nothing whose decision line is logged anyway (the others' lines are
+    # skipped; their metrics are exact).
+    log_sample_rate: float = 0.01
     # Only for the local stack: the base URL devices should use to reach the S3 endpoint
     # (e.g. http://192.168.1.20:4566 so a real ESP on the LAN can follow the redirect).
     public_s3_endpoint: str | None = None
@@ -70,6 +73,7 @@ def load_settings() -> Settings:
         silence_floor_minutes=_float("SILENCE_FLOOR_MINUTES", 30.0),
         silence_unlearned_hours=_float("SILENCE_UNLEARNED_HOURS", 24.0),
         check_heartbeat_minutes=max(0.0, _float("CHECK_HEARTBEAT_MINUTES", 60.0)),
+        log_sample_rate=min(1.0, max(0.0, _float("LOG_SAMPLE_RATE", 0.01))),
         public_s3_endpoint=os.environ.get("PUBLIC_S3_ENDPOINT") or None,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
         alarm_topic_arn=os.environ.get("ALARM_TOPIC_ARN") or None,

@@ -14,9 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import logging
 import os
-import random
 import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -149,29 +147,16 @@ def _with_context(func: Any) -> Any:
 
 def _flushing_metrics(func: Any) -> Any:
     """Flush this invocation's metrics after it, raised or not (what Powertools' `log_metrics` does, in
-    one line per invocation), and draw Powertools' log sample for it first: a sampled invocation logs at
-    DEBUG, which is where the decision lines of unchanged checks go."""
+    one line per invocation)."""
 
     @functools.wraps(func)
     def run(event: Any, context: Any) -> Any:
-        _draw_log_sample()
         try:
             return func(event, context)
         finally:
             flush()
 
     return run
-
-
-def _draw_log_sample() -> None:
-    """This invocation's log sample, as Powertools' refresh_sample_rate_calculation draws it, but setting
-    the level only when it changes: setLevel empties every logger's level cache, which cost an unchanged
-    check a tenth of a millisecond (a tenth of its own time)."""
-    log = logger()
-    rate = float(log.sampling_rate or 0)
-    level = logging.DEBUG if rate and random.random() <= rate else log.initial_log_level
-    if log.log_level != level:
-        log.setLevel(level)
 
 
 def handler_wrapper(func: Any) -> Any:

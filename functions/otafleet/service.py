@@ -80,11 +80,20 @@ class UpdateService:
             log.error("storage unavailable", extra={"mac": req.mac, "error": str(fault) or type(fault).__name__})
             count("StorageFaults")
             return unavailable()
-        verdict = decision.verdict
         # Every decision that changed something or refused the device is logged; the unchanged 304s that
-        # make up most of a healthy fleet's checks only in the invocations Powertools samples at DEBUG.
-        emit = log.debug if written is None and answer.status == 304 else log.info
-        emit(
+        # make up most of a healthy fleet's checks only in a sample (LogSampleRate), marked as such. The
+        # sample is drawn here, not by the logger's level: Lambda's log filter would drop DEBUG lines.
+        unchanged = written is None and answer.status == 304
+        if not unchanged or random.random() < self.settings.log_sample_rate:
+            self._log_decision(req, decision, answer, written, sampled=unchanged)
+        self._metrics(decision, written)
+        return answer
+
+    def _log_decision(
+        self, req: CheckRequest, decision: Decision, answer: Answer, written: str | None, *, sampled: bool
+    ) -> None:
+        verdict = decision.verdict
+        logger().info(
             "decision",
             extra={
                 "mac": req.mac,
@@ -99,10 +108,9 @@ class UpdateService:
                 "reported_version": req.version,
                 "verdict": verdict.value if verdict else None,
                 "written": written,
+                "sampled": sampled,
             },
         )
-        self._metrics(decision, written)
-        return answer
 
     def _check(self, req: CheckRequest) -> tuple[Decision, Answer, str | None]:
         """The decision, its answer, and why the check was written (None: it changed nothing, unwritten)."""

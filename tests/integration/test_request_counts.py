@@ -4,6 +4,8 @@ its record and writes nothing; a check that changes something, or comes a heartb
 reads once and writes once; transitions write exactly what they write when every check is written.
 
 The stock client's cycle is replayed: `update()` then `updateFS()` seconds later, every 10 minutes.
+A check's other cost, its decision line, is logged for every check that changed something and for a
+sample (LogSampleRate) of those that did not.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ Counted = tuple[int, Counter[str]]  # a check's status and its requests
 class Fleet:
     """One assigned device on 1.0.0, its service on a settable clock, every request counted."""
 
-    def __init__(self, heartbeat_minutes: float) -> None:
-        settings = replace(load_settings(), check_heartbeat_minutes=heartbeat_minutes)
+    def __init__(self, heartbeat_minutes: float, log_sample_rate: float = 0.0) -> None:
+        settings = replace(load_settings(), check_heartbeat_minutes=heartbeat_minutes, log_sample_rate=log_sample_rate)
         self.world = World.create(settings)
         self.world.product("door", "esp8266")
         for version in ("1.0.0", "1.1.0"):
@@ -134,3 +136,24 @@ def test_transitions_make_the_same_requests_with_and_without_a_heartbeat() -> No
     for step in (3, 4, 5, 6):
         assert heartbeat[step][1] == GET, step
         assert every_check[step][1] == GET_AND_UPDATE, step
+
+
+def decision_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [vars(r) for r in caplog.records if r.getMessage() == "decision"]
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_an_unchanged_checks_decision_line_is_only_logged_in_the_sample(
+    rate: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    with mock_aws():
+        fleet = Fleet(heartbeat_minutes=60, log_sample_rate=rate)
+        fleet.learn()
+        caplog.clear()
+        assert fleet.cycle() == [(304, GET), (304, GET)]
+        unchanged = decision_lines(caplog)
+        caplog.clear()
+        fleet.cycle(free_space=900_000)  # the sketch check reports something new: written, always logged
+        changed = decision_lines(caplog)
+    assert [(line["written"], line["sampled"]) for line in unchanged] == ([(None, True)] * 2 if rate else [])
+    assert [(line["written"], line["sampled"]) for line in changed][:1] == [("reported", False)]

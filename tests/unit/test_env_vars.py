@@ -86,6 +86,7 @@ TUNED = {
     "SILENCE_FLOOR_MINUTES": ("SilenceFloorMinutes", "silence_floor_minutes"),
     "SILENCE_UNLEARNED_HOURS": ("SilenceUnlearnedHours", "silence_unlearned_hours"),
     "CHECK_HEARTBEAT_MINUTES": ("CheckHeartbeatMinutes", "check_heartbeat_minutes"),
+    "LOG_SAMPLE_RATE": ("LogSampleRate", "log_sample_rate"),
 }
 
 

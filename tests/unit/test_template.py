@@ -451,7 +451,20 @@ def test_only_the_update_function_drops_lambdas_start_and_report_lines(cfn: dict
     """A third of an unchanged check's log bytes would be Lambda's own lines (docs/cost.md); the other
     functions run rarely and keep them."""
     functions = resources(cfn, "AWS::Lambda::Function")
-    assert functions["UpdateFunction"]["Properties"]["LoggingConfig"] == {"LogFormat": "JSON", "SystemLogLevel": "WARN"}
+    assert functions["UpdateFunction"]["Properties"]["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "SystemLogLevel": "WARN",
+        # Lambda filters JSON application logs too; Powertools then takes that level: both follow LogLevel.
+        "ApplicationLogLevel": {"Fn::FindInMap": ["LambdaLogLevels", {"Ref": "LogLevel"}, "Name"]},
+    }
+    levels = cfn["Mappings"]["LambdaLogLevels"]
+    assert {k: v["Name"] for k, v in levels.items()} == {
+        "DEBUG": "DEBUG",
+        "INFO": "INFO",
+        "WARNING": "WARN",
+        "ERROR": "ERROR",
+    }
+    assert set(levels) == set(cfn["Parameters"]["LogLevel"]["AllowedValues"])
     assert "LoggingConfig" not in functions["PublishFunction"]["Properties"]
     assert "LoggingConfig" not in functions["ControllerFunction"]["Properties"]
 
