@@ -154,8 +154,9 @@ def entry(
 
 @dataclass
 class Auditor:
-    """Records operator actions. `actor` is called once, at the first entry (the CLI asks STS then);
-    `on_failure` hears of every entry that could not be written, after it was logged and counted."""
+    """Records operator actions. `actor` is called once, at the first entry (the CLI asks STS then).
+    An entry that cannot be written is counted (AuditWriteFailures) and reported: to `on_failure` when
+    given (the CLI warns on stderr: a JSON log line on stdout would mix into its output), else logged."""
 
     store: AuditStore
     actor: Callable[[], str]
@@ -184,13 +185,14 @@ class Auditor:
             self.store.put(item)
         except StorageUnavailable as fault:
             error = str(fault) or type(fault).__name__
-            logger().error(
-                "audit entry not written",
-                extra={"product": item.product, "action": action, "target": item.target, "error": error},
-            )
             count("AuditWriteFailures")
             if self.on_failure is not None:
                 self.on_failure(item, error)
+            else:
+                logger().error(
+                    "audit entry not written",
+                    extra={"product": item.product, "action": action, "target": item.target, "error": error},
+                )
             return None
         return item
 

@@ -34,6 +34,7 @@ OUTPUTS = {
     "FirmwareBucketName",
     "DevicesTableName",
     "CatalogTableName",
+    "AuditTableName",
     "Region",
     "UpdateFunctionName",
     "PublishFunctionName",
