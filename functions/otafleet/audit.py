@@ -53,6 +53,12 @@ def stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def now() -> str:
+    """Operators' entries are stamped to the millisecond (the service's own clock has whole seconds), so
+    that one operator's commands in quick succession list in the order they were made."""
+    return stamp(datetime.now(UTC))
+
+
 def parse_since(value: str, now: datetime) -> str:
     """`--since`: a duration back from `now` (30m, 2h, 3d, 1w) or an ISO time, as a stamp to compare with."""
     text = value.strip().lower()
@@ -162,6 +168,7 @@ class Auditor:
     actor: Callable[[], str]
     retention_days: float
     on_failure: Callable[[AuditEntry, str], None] | None = None
+    clock: Callable[[], str] = now
     _actor: str | None = field(default=None, repr=False)
 
     def who(self) -> str:
@@ -176,10 +183,9 @@ class Auditor:
         target: Mapping[str, str],
         before: Mapping[str, Any],
         after: Mapping[str, Any],
-        *,
-        at: str,
     ) -> AuditEntry | None:
-        """Write the entry; None (the action stands) when it could not be written."""
+        """Write the entry, stamped now; None (the action stands) when it could not be written."""
+        at = self.clock()
         item = entry(product, self.who(), action, target, before, after, at=at, retention_days=self.retention_days)
         try:
             self.store.put(item)

@@ -204,7 +204,7 @@ class Fleet:
     ) -> None:
         """After an action succeeded: its audit entry (a failure to write it is the Auditor's to report)."""
         if self.auditor is not None:
-            self.auditor.record(product, action, target, before, after, at=self.clock())
+            self.auditor.record(product, action, target, before, after)
 
     def audit_entries(
         self, product: str | None = None, *, since: str | None = None, limit: int = 50
