@@ -10,7 +10,7 @@ from typing import Any
 
 from otafleet.fleet import FleetError
 from otafleet.models import PLATFORMS, Delivery
-from otafleet_cli import commands, upload
+from otafleet_cli import auditlog, commands, upload
 from otafleet_cli.output import Output
 from otafleet_cli.stack import DEFAULT_STACK, LOCAL_HINT, CliError, Connection, endpoint_url
 
@@ -340,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--product", required=True, help="product the devices belong to")
     p.add_argument("--channel", help="channel (default: the product's default channel)")
     p.add_argument("--dry-run", action="store_true", help="print what would change and write nothing")
+
+    p = command(sub, "audit", auditlog.run, auditlog.HELP, description=auditlog.DESCRIPTION)
+    p.add_argument("--product", help="only this product's entries")
+    p.add_argument("--since", metavar="WHEN", help=auditlog.SINCE_HELP)
+    p.add_argument("--limit", type=int, default=auditlog.DEFAULT_LIMIT, metavar="N", help="at most N entries")
 
     p = command(sub, "explain", commands.explain, "dry run: what a device would get at its next check, and why")
     p.add_argument("mac", metavar="MAC")

@@ -1,7 +1,7 @@
 """Finding the stack: one path for AWS and the local stack.
 
 Both expose the same CloudFormation outputs (`ApiUrl`, `FirmwareBucketName`, `DevicesTableName`,
-`CatalogTableName`, `Region`): a deployed stack because template.yaml declares them, the local stack
+`CatalogTableName`, `AuditTableName`, `Region`): a deployed stack because template.yaml declares them, the local stack
 because it registers a stack of that name on its embedded endpoint. `AWS_ENDPOINT_URL` (read by boto3
 itself) decides which one answers.
 """
@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
+from otafleet.audit import AuditEntry, Auditor
 from otafleet.config import Settings, load_settings
 from otafleet.controller import Controller
 from otafleet.fleet import Fleet
 from otafleet.service import UpdateService
+from otafleet.storage.audit import AuditStore, caller_identity
 from otafleet.storage.blobs import BlobStore
 from otafleet.storage.catalog import CatalogStore
 from otafleet.storage.devices import DeviceStore
 
 DEFAULT_STACK = "otafleet"
-OUTPUTS = ("ApiUrl", "FirmwareBucketName", "DevicesTableName", "CatalogTableName", "Region")
+OUTPUTS = ("ApiUrl", "FirmwareBucketName", "DevicesTableName", "CatalogTableName", "AuditTableName", "Region")
 LOCAL_HINT = "start the local stack with make run and set AWS_ENDPOINT_URL=http://127.0.0.1:4566"
 # Any credentials satisfy the local stack's embedded endpoint; these are used only when none are set.
 LOCAL_CREDENTIALS = ("otafleet-local", "otafleet-local")
@@ -46,6 +49,7 @@ class Stack:
     bucket: str
     devices_table: str
     catalog_table: str
+    audit_table: str
     region: str
     endpoint_url: str | None
 
@@ -128,6 +132,7 @@ def describe(session: Any, name: str) -> Stack:
         bucket=outputs["FirmwareBucketName"],
         devices_table=outputs["DevicesTableName"],
         catalog_table=outputs["CatalogTableName"],
+        audit_table=outputs["AuditTableName"],
         region=outputs["Region"],
         endpoint_url=endpoint_url(),
     )
@@ -139,6 +144,7 @@ def settings_for(stack: Stack) -> Settings:
         load_settings(),
         devices_table=stack.devices_table,
         catalog_table=stack.catalog_table,
+        audit_table=stack.audit_table,
         firmware_bucket=stack.bucket,
         region=stack.region,
         catalog_cache_seconds=0.0,
@@ -187,9 +193,29 @@ class Connection:
     def catalog(self) -> CatalogStore:
         return CatalogStore(self.settings, client=self.dynamodb)
 
+    def identity(self) -> str:
+        """Who this process's audit entries name: the IAM principal, asked of STS once, at the first entry.
+        Should STS not answer, the action still happens and its entry says so."""
+        from otafleet.storage.errors import StorageUnavailable
+
+        sts = self.session.client("sts", region_name=self.stack.region, config=client_config())
+        try:
+            return caller_identity(sts)
+        except StorageUnavailable as fault:
+            return f"unknown (GetCallerIdentity failed: {fault})"
+
+    @cached_property
+    def auditor(self) -> Auditor:
+        return Auditor(
+            AuditStore(self.settings, client=self.dynamodb),
+            actor=self.identity,
+            retention_days=self.settings.audit_retention_days,
+            on_failure=audit_not_written,
+        )
+
     @cached_property
     def fleet(self) -> Fleet:
-        return Fleet(self.devices, self.catalog)
+        return Fleet(self.devices, self.catalog, auditor=self.auditor)
 
     @cached_property
     def service(self) -> UpdateService:
@@ -198,3 +224,12 @@ class Connection:
     @cached_property
     def controller(self) -> Controller:
         return Controller(self.settings, self.devices, self.catalog)
+
+
+def audit_not_written(entry: AuditEntry, error: str) -> None:
+    """Tell the operator: the action is done and stays done, but the trail misses it."""
+    sys.stderr.write(
+        f"otafleet: warning: {entry.action} was done, but its audit entry could not be written ({error}); "
+        "the failure is logged and counted (AuditWriteFailures)\n"
+    )
+    sys.stderr.flush()

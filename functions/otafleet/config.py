@@ -44,6 +44,10 @@ class Settings:
     # SNS topic that rollout notices (halted, advanced, completed) go to; None: they are only logged and
     # counted (the local stack, or a stack deployed without AlarmTopicArn).
     alarm_topic_arn: str | None = None
+    # The audit trail of operator actions and automatic rollout transitions (audit.py); entries expire
+    # (DynamoDB TTL) this many days after they were written.
+    audit_table: str = "otafleet-audit"
+    audit_retention_days: float = 365.0
 
 
 def _int(name: str, default: int) -> int:
@@ -77,6 +81,8 @@ def load_settings() -> Settings:
         public_s3_endpoint=os.environ.get("PUBLIC_S3_ENDPOINT") or None,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
         alarm_topic_arn=os.environ.get("ALARM_TOPIC_ARN") or None,
+        audit_table=os.environ.get("AUDIT_TABLE", "otafleet-audit"),
+        audit_retention_days=_float("AUDIT_RETENTION_DAYS", 365.0),
     )
 
 

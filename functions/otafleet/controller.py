@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otafleet import attempts, decision, halts, notices, plans, rollout
+from otafleet import attempts, audit, decision, halts, notices, plans, rollout
 from otafleet.config import Settings
 from otafleet.decision import Policy
 from otafleet.models import AttemptState, Catalog, Device, Kind, Track, TrackState
@@ -230,7 +230,7 @@ class Controller:
                     if test.halts:
                         rule, why = "silence", test.why
                 if rule:
-                    if self._halt(product, channel.name, kind, track, rule, why):
+                    if self._halt(product, channel.name, kind, track, rule, why, now):
                         halted.append(Halted(product, channel.name, kind, track.version, rule, why))
                 elif plans.due(track, now):
                     move = self._move(catalog, channel.name, kind, track, now, policy)
@@ -251,11 +251,21 @@ class Controller:
         else:
             return None
         product = catalog.product.name
-        try:
-            self.catalog.put_track(TrackChange(product, channel, kind, moved, expect=track))
+        event = "advanced" if step.action is plans.Action.ADVANCE else "completed"
+        entry = audit.entry(
+            product,
+            audit.CONTROLLER,
+            "rollout.advance" if step.action is plans.Action.ADVANCE else "rollout.complete",
+            audit.track_target(channel, kind, track.version),
+            audit.track_fields(track),
+            audit.track_fields(moved),
+            at=now,
+            retention_days=self.settings.audit_retention_days,
+        )
+        try:  # the entry in the same transaction: a run that loses the condition writes none
+            self.catalog.put_track(TrackChange(product, channel, kind, moved, expect=track), audit=entry)
         except Conflict:
             return None
-        event = "advanced" if step.action is plans.Action.ADVANCE else "completed"
         details = {
             "from_percent": track.percent,
             "percent": moved.percent,
@@ -323,8 +333,19 @@ class Controller:
             trusted=self._trust(product.auth_required, now, policy),
         )
 
-    def _halt(self, product: str, channel: str, kind: Kind, track: Track, rule: str, why: str) -> bool:
-        return halts.halt(self.catalog, product, channel, kind, track, rule=rule, why=why, settings=self.settings)
+    def _halt(self, product: str, channel: str, kind: Kind, track: Track, rule: str, why: str, now: str) -> bool:
+        return halts.halt(
+            self.catalog,
+            product,
+            channel,
+            kind,
+            track,
+            rule=rule,
+            why=why,
+            settings=self.settings,
+            actor=audit.CONTROLLER,
+            at=now,
+        )
 
     # --- what `otafleet rollout status` shows ------------------------------------------------------
 

@@ -20,6 +20,8 @@ Channel rules (product.md §1, §5; issue 5):
   rollback) starts them from zero.
 - Every track write is conditional on the track that was read, so an operator's change never
   overwrites a concurrent halt or promotion (it is tried once more on fresh data, then refused).
+- Every change an operator makes here is recorded in the audit trail (audit.py), once it succeeded; a
+  Fleet made without an `Auditor` (the publish function's) records nothing.
 
 The rules themselves (targets, thresholds, last good release) are rollout.py's; this module applies them.
 """
@@ -27,13 +29,16 @@ The rules themselves (targets, thresholds, last good release) are rollout.py's; 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
 from functools import cmp_to_key
+from typing import Any
 
-from otafleet import attempts, credentials, names, plans, rollout, versions, windows
+from otafleet import attempts, audit, credentials, names, plans, rollout, versions, windows
+from otafleet.audit import Auditor
 from otafleet.models import (
     PLATFORMS,
+    AuditEntry,
     Catalog,
     Channel,
     Delivery,
@@ -176,11 +181,48 @@ def distribution(devices: Iterable[Device]) -> tuple[ProductVersions, ...]:
 
 
 class Fleet:
-    def __init__(self, devices: DeviceStore | None, catalog: CatalogStore, clock: Callable[[], str] = utc_now) -> None:
+    def __init__(
+        self,
+        devices: DeviceStore | None,
+        catalog: CatalogStore,
+        clock: Callable[[], str] = utc_now,
+        auditor: Auditor | None = None,
+    ) -> None:
         # The publish function promotes releases with only the catalog (it has no access to devices).
         self._devices = devices
         self.catalog_store = catalog
         self.clock = clock
+        self.auditor = auditor
+
+    def _record(
+        self,
+        product: str | None,
+        action: str,
+        target: Mapping[str, str],
+        before: Mapping[str, Any],
+        after: Mapping[str, Any],
+    ) -> None:
+        """After an action succeeded: its audit entry (a failure to write it is the Auditor's to report)."""
+        if self.auditor is not None:
+            self.auditor.record(product, action, target, before, after)
+
+    def audit_entries(
+        self, product: str | None = None, *, since: str | None = None, limit: int = 50
+    ) -> list[AuditEntry]:
+        """The audit trail newest first: one product's (or all), since a duration or time (audit.parse_since)."""
+        if self.auditor is None:
+            raise RuntimeError("this Fleet was created without the audit table")
+        if product is not None and product != audit.NO_PRODUCT:
+            check_name("product", product)
+        if limit < 1:
+            raise FleetError(f"--limit must be at least 1, not {limit}")
+        start = None
+        if since is not None:
+            try:
+                start = audit.parse_since(since, audit.parse_time(self.clock()))
+            except audit.InvalidSince as bad:
+                raise FleetError(str(bad)) from None
+        return self.auditor.store.entries(product, since=start, limit=limit)
 
     @property
     def devices_store(self) -> DeviceStore:
@@ -233,6 +275,9 @@ class Fleet:
         }
         product = replace(base, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
         self.catalog_store.put_product(product)
+        before = audit.product_fields(existing.product if existing else None)
+        action = "product.create" if existing is None else "product.update"
+        self._record(name, action, {}, before, audit.product_fields(product))
         return product, existing is None
 
     # --- signing keys ---------------------------------------------------------------------------------
@@ -263,7 +308,9 @@ class Fleet:
             sbv2_digest=facts.sbv2_digest,
             added_at=self.clock(),
         )
-        self.catalog_store.put_product(replace(base, keys=(*base.keys, key)))
+        updated = replace(base, keys=(*base.keys, key))
+        self.catalog_store.put_product(updated)
+        self._record(product, "key.add", {"key": name}, audit.product_fields(base), audit.product_fields(updated))
         return key
 
     def keys(self, product: str) -> list[ProductKey]:
@@ -277,7 +324,11 @@ class Fleet:
         if key is None:
             raise FleetError(f"product {product} has no key {name!r}: `otafleet product key list {product}` lists them")
         retired = replace(key, state=KeyState.RETIRED, retired_at=key.retired_at or self.clock())
-        self.catalog_store.put_product(replace(base, keys=tuple(retired if k is key else k for k in base.keys)))
+        updated = replace(base, keys=tuple(retired if k is key else k for k in base.keys))
+        self.catalog_store.put_product(updated)
+        self._record(
+            product, "key.retire", {"key": key.name}, audit.product_fields(base), audit.product_fields(updated)
+        )
         return retired
 
     def releases(self, product: str) -> list[Release]:
@@ -328,7 +379,7 @@ class Fleet:
                 max_silence_excess=max_silence_excess,
             )
 
-        return self._change_track(product, channel, kind, change, need_track=False)
+        return self._change_track(product, channel, kind, change, "channel.set", need_track=False)
 
     def rollback(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
@@ -338,10 +389,10 @@ class Fleet:
             _offerable(catalog, kind, current.previous)
             return rollout.rolled_back(current), True
 
-        return self._change_track(product, channel, kind, change)
+        return self._change_track(product, channel, kind, change, "channel.rollback")
 
     def pause(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
-        return self._set_state(product, channel, kind, TrackState.PAUSED)
+        return self._set_state(product, channel, kind, TrackState.PAUSED, "channel.pause")
 
     def resume(self, product: str, channel: str, kind: Kind = Kind.APP, *, reset_counts: bool = False) -> TrackStatus:
         """Resume a paused or halted rollout, keeping its counts unless `reset_counts`. A rollout whose
@@ -364,7 +415,7 @@ class Fleet:
                 )
             return plans.resumed(current, self.clock()), reset_counts
 
-        return self._change_track(product, channel, kind, change)
+        return self._change_track(product, channel, kind, change, "channel.resume")
 
     def start_plan(
         self,
@@ -417,7 +468,7 @@ class Fleet:
             )
             return plans.started(track, at), reset
 
-        return self._change_track(product, channel, kind, change, need_track=False)
+        return self._change_track(product, channel, kind, change, "rollout.start", need_track=False)
 
     def abort(self, product: str, channel: str, kind: Kind = Kind.APP) -> TrackStatus:
         """Stop a plan for good: the rollout is halted where it stands."""
@@ -432,7 +483,7 @@ class Fleet:
                 )
             return plans.aborted(current), False
 
-        return self._change_track(product, channel, kind, change)
+        return self._change_track(product, channel, kind, change, "rollout.abort")
 
     def set_window(
         self, product: str, spec: str | None, *, tz: str = "UTC", channel: str | None = None
@@ -444,8 +495,10 @@ class Fleet:
         except windows.InvalidWindow as bad:
             raise FleetError(str(bad)) from None
         catalog = self.catalog(product)
+        action = "window.set" if window is not None else "window.clear"
         if channel is None:
             self.catalog_store.put_product(replace(catalog.product, window=window))
+            self._record(product, action, {}, _window(catalog.product.window), _window(window))
             return window
         if channel not in catalog.channels:
             known = ", ".join(sorted(catalog.channels)) or "none yet"
@@ -454,6 +507,7 @@ class Fleet:
             self.catalog_store.set_channel_window(product, channel, window)
         except Conflict:
             raise FleetError(f"{product}/{channel} was deleted meanwhile") from None
+        self._record(product, action, {"channel": channel}, _window(catalog.channels[channel].window), _window(window))
         return window
 
     def channel_status(self, product: str, channel: str) -> list[TrackStatus]:
@@ -466,12 +520,12 @@ class Fleet:
             TrackStatus(product, channel, k, t) for k, t in sorted(found.tracks.items(), key=lambda kt: kt[0].value)
         ]
 
-    def _set_state(self, product: str, channel: str, kind: Kind, state: TrackState) -> TrackStatus:
+    def _set_state(self, product: str, channel: str, kind: Kind, state: TrackState, action: str) -> TrackStatus:
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
             assert current is not None
             return replace(current, state=state), False
 
-        return self._change_track(product, channel, kind, change)
+        return self._change_track(product, channel, kind, change, action)
 
     def _change_track(
         self,
@@ -479,11 +533,12 @@ class Fleet:
         channel: str,
         kind: Kind,
         change: Callable[[Catalog, Track | None], tuple[Track, bool]],
+        action: str,
         *,
         need_track: bool = True,
     ) -> TrackStatus:
         """Apply `change` (current track → new track, reset counters?) as a write conditional on the
-        track it read; on a concurrent change, once more on fresh data."""
+        track it read; on a concurrent change, once more on fresh data. Recorded as `action`."""
         for _ in range(2):
             catalog = self.catalog(product)
             found = catalog.channels.get(channel)
@@ -503,7 +558,11 @@ class Fleet:
                 )
             except Conflict:
                 continue
-            return self._status(product, channel, kind)
+            status = self._status(product, channel, kind)
+            after = audit.track_fields(status.track) | ({"counts_reset": True} if reset else {})
+            target = audit.track_target(channel, kind, status.track.version)
+            self._record(product, action, target, audit.track_fields(current), after)
+            return status
         raise FleetError(f"{product}/{channel} changed while updating it; try again")
 
     def _status(self, product: str, channel: str, kind: Kind) -> TrackStatus:
@@ -560,7 +619,10 @@ class Fleet:
         self.devices_store.put(replace(base, product=product, channel=channel, assigned=True, pins=pins))
         if moved and existing is not None and (existing.failed or existing.attempts):
             self.devices_store.clear_failures(mac)
-        return self.device(mac)
+        device = self.device(mac)
+        before, after = audit.device_fields(existing), audit.device_fields(device)
+        self._record(product, "device.assign", {"device": mac}, before, after)
+        return device
 
     def block(self, mac: str) -> Device:
         return self._set_blocked(mac, True)
@@ -570,15 +632,21 @@ class Fleet:
 
     def _set_blocked(self, mac: str, blocked: bool) -> Device:
         mac = parse_mac(mac)
+        existing = self.devices_store.get(mac)  # for the audit trail's "before"
         try:
             self.devices_store.set_blocked(mac, blocked)
         except NotFound:
             raise FleetError(f"unknown device {mac}: assign it first with `otafleet device assign {mac}`") from None
-        return self.device(mac)
+        device = self.device(mac)
+        action = "device.block" if blocked else "device.unblock"
+        before, after = audit.device_fields(existing), audit.device_fields(device)
+        self._record(device.product, action, {"device": mac}, before, after)
+        return device
 
     def issue_credentials(self, mac: str) -> tuple[Device, str]:
         """A new secret for the device, returned once; only its hash is stored. Replaces any earlier one."""
         mac = parse_mac(mac)
+        existing = self.devices_store.get(mac)
         secret = credentials.issue_secret()
         try:
             self.devices_store.set_secret_hash(mac, credentials.hash_secret(secret))
@@ -586,7 +654,13 @@ class Fleet:
             raise FleetError(
                 f"unknown device {mac}: assign it first with `otafleet device assign {mac} --product …`"
             ) from None
-        return self.device(mac), secret
+        device = self.device(mac)
+        # Only that a secret was issued (or replaced): never the secret, nor its hash.
+        had = existing is not None and existing.secret_hash is not None
+        self._record(
+            device.product, "device.credentials", {"device": mac}, {"secret": "set" if had else None}, {"secret": "new"}
+        )
+        return device, secret
 
     def retry(self, mac: str) -> Device:
         """Forget the releases that failed on this device and offer its targets again. Its attempts stay,
@@ -601,7 +675,10 @@ class Fleet:
                 self.devices_store.reopen_attempts(device, reopened)
             except Conflict:
                 continue  # a check wrote in between: read it again
-            return self.device(mac)
+            after = self.device(mac)
+            before_fields, after_fields = audit.device_fields(device), audit.device_fields(after)
+            self._record(after.product, "device.retry", {"device": mac}, before_fields, after_fields)
+            return after
         raise FleetError(f"{mac} changed while retrying it; try again")
 
     def list_devices(self, product: str | None = None, *, unassigned: bool = False) -> FleetOverview:
@@ -642,6 +719,11 @@ def _check_thresholds(
         raise FleetError(f"max silence excess must be between 0 and 1 (e.g. 0.1 for 10 %), not {max_silence_excess}")
     if min_devices is not None and min_devices < 1:
         raise FleetError(f"min devices must be at least 1, not {min_devices}")
+
+
+def _window(window: Window | None) -> dict[str, Any]:
+    """A maintenance window as the audit trail shows it."""
+    return {"window": asdict(window) if window is not None else None}
 
 
 def _offerable(catalog: Catalog, kind: Kind, version: str) -> Release:

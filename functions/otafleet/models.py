@@ -441,3 +441,18 @@ class CheckRecord:
     @property
     def changes_attempt(self) -> bool:
         return self.attempt is not None and self.attempt != self.replaces
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit trail entry (otafleet.audit makes them; storage/audit.py keeps them)."""
+
+    product: str
+    at: str  # ISO 8601 UTC with milliseconds: entries sort by it
+    id: str  # random, so that two entries of one millisecond never collide
+    actor: str
+    action: str  # e.g. channel.set, device.block, rollout.halt, rollout.advance
+    target: dict[str, str]  # what the action was on: {"channel": "stable", "kind": "app"}, {"device": MAC}, …
+    before: dict[str, Any] = field(default_factory=dict)  # the fields that changed, as they were
+    after: dict[str, Any] = field(default_factory=dict)  # … and as they are now
+    expires_at: int = 0  # epoch seconds: DynamoDB's TTL deletes the entry after this

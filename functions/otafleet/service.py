@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from otafleet import credentials, delivery, halts, names, rollout
+from otafleet import audit, credentials, delivery, halts, names, rollout
 from otafleet.check_writes import why_write
 from otafleet.config import Settings
 from otafleet.decision import Decision, Outcome, Policy, choose_delivery, decide
@@ -212,7 +212,18 @@ class UpdateService:
         rate = rollout.failure_rate(track) or 0.0
         why = f"failure rate {rate:.1%} over {rollout.outcomes(track)} outcomes > {track.max_failure_rate:.1%}"
         try:
-            halts.halt(self.catalog, product, channel, kind, track, rule="failures", why=why, settings=self.settings)
+            halts.halt(
+                self.catalog,
+                product,
+                channel,
+                kind,
+                track,
+                rule="failures",
+                why=why,
+                settings=self.settings,
+                actor=audit.UPDATE_FUNCTION,
+                at=self.clock(),
+            )
         except StorageUnavailable as fault:
             logger().error("rollout halt not written", extra={"product": product, "error": str(fault)})
 

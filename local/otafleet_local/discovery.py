@@ -25,6 +25,7 @@ CONTRACT_OUTPUTS = (
     "FirmwareBucketName",
     "DevicesTableName",
     "CatalogTableName",
+    "AuditTableName",
     "Region",
     "UpdateFunctionName",
     "PublishFunctionName",

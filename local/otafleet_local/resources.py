@@ -8,7 +8,7 @@ from otafleet.config import Settings
 from otafleet_local import template
 
 # Logical ids in template.yaml and the settings field that names each resource.
-TABLES = {"DevicesTable": "devices_table", "CatalogTable": "catalog_table"}
+TABLES = {"DevicesTable": "devices_table", "CatalogTable": "catalog_table", "AuditTable": "audit_table"}
 BUCKET = "FirmwareBucket"
 _TABLE_KEYS = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "LocalSecondaryIndexes")
 

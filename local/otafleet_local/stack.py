@@ -61,12 +61,14 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_NAMES = {
     "DevicesTable": "otafleet-devices",
     "CatalogTable": "otafleet-catalog",
+    "AuditTable": "otafleet-audit",
     "FirmwareBucket": "otafleet-firmware",
 }
 # Logical ids of the resources the local stack plays, by the settings field that names them.
 SETTINGS_FIELDS = {
     "devices_table": "DevicesTable",
     "catalog_table": "CatalogTable",
+    "audit_table": "AuditTable",
     "firmware_bucket": "FirmwareBucket",
 }
 ENV_FILE = template.ROOT / "events" / "env.local.json"
@@ -268,6 +270,10 @@ class LocalStack:
     def catalog_table(self) -> str:
         return self.names["CatalogTable"]
 
+    @property
+    def audit_table(self) -> str:
+        return self.names["AuditTable"]
+
     def settings(self) -> Settings:
         """An otafleet Settings for this stack (catalog cache off), for tools and tests."""
         from otafleet.config import Settings
@@ -275,6 +281,7 @@ class LocalStack:
         return Settings(
             devices_table=self.devices_table,
             catalog_table=self.catalog_table,
+            audit_table=self.audit_table,
             firmware_bucket=self.bucket,
             region=self.region,
             catalog_cache_seconds=0.0,
@@ -307,6 +314,7 @@ class LocalStack:
             "bucket": self.bucket,
             "devices_table": self.devices_table,
             "catalog_table": self.catalog_table,
+            "audit_table": self.audit_table,
             "functions": {k: f.loaded for k, f in self.functions.items()},
             "schedules": {f"{t.schedule.function}.{t.schedule.name}": t.seconds for t in self.timers},
             "data": None if self.config.data is None else str(self.config.data.resolve()),

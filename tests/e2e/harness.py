@@ -49,6 +49,7 @@ class RunningStack:
         return Settings(
             devices_table=self.info["devices_table"],
             catalog_table=self.info["catalog_table"],
+            audit_table=self.info["audit_table"],
             firmware_bucket=self.info["bucket"],
             region=self.info["region"],
             catalog_cache_seconds=0.0,

@@ -34,6 +34,7 @@ OUTPUTS = {
     "FirmwareBucketName",
     "DevicesTableName",
     "CatalogTableName",
+    "AuditTableName",
     "Region",
     "UpdateFunctionName",
     "PublishFunctionName",
@@ -240,8 +241,26 @@ def test_stack_is_discoverable_through_cloudformation(local_stack: RunningStack)
     assert outputs["FirmwareBucketName"] == info["bucket"] == "otafleet-firmware"
     assert outputs["DevicesTableName"] == info["devices_table"] == "otafleet-devices"
     assert outputs["CatalogTableName"] == info["catalog_table"] == "otafleet-catalog"
+    assert outputs["AuditTableName"] == info["audit_table"] == "otafleet-audit"
     assert outputs["Region"] == info["region"] == "us-east-1"
     assert outputs["UpdateFunctionName"] and outputs["PublishFunctionName"]
+
+
+def test_the_cli_records_an_action_in_the_local_stacks_audit_table(local_stack: RunningStack) -> None:
+    env = {**stack_env(), "AWS_ENDPOINT_URL": local_stack.info["aws_endpoint"]}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "otafleet_cli.main", *argv, "--region", local_stack.info["region"]]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    mac = "5C:CF:7F:00:0A:D1"  # a device of its own: the session's other tests never see it
+    assigned = cli("device", "assign", mac, "--product", "demo")
+    assert assigned.returncode == 0, assigned.stderr
+    listed = cli("audit", "--product", "demo", "--since", "10m", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [entry] = [e for e in json.loads(listed.stdout) if e["target"] == {"device": mac}]
+    assert entry["action"] == "device.assign" and entry["actor"].startswith("arn:aws:")
+    assert entry["after"]["product"] == "demo" and entry["before"]["product"] is None
 
 
 def test_the_controller_runs_on_the_templates_schedule_and_on_demand(local_stack: RunningStack) -> None:

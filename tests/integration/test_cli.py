@@ -48,6 +48,7 @@ def stack_template(world: World, **override: str) -> str:
         "FirmwareBucketName": world.settings.firmware_bucket,
         "DevicesTableName": world.settings.devices_table,
         "CatalogTableName": world.settings.catalog_table,
+        "AuditTableName": world.settings.audit_table,
         "Region": world.settings.region,
         **override,
     }
@@ -998,6 +999,7 @@ def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> N
         "FirmwareBucketName": "local-firmware",
         "DevicesTableName": "local-devices",
         "CatalogTableName": "local-catalog",
+        "AuditTableName": settings.audit_table,
         "Region": "us-east-1",
     }
     session.client("cloudformation", endpoint_url=endpoint).create_stack(

@@ -51,7 +51,13 @@ def track(world: World) -> Track:
 def test_a_halt_is_published_once_and_a_second_attempt_publishes_nothing(door: World, topic: Subscription) -> None:
     settings = with_topic(door, topic)
     judged = track(door)  # what two checks (or runs) both read before either wrote
-    kw: dict[str, Any] = {"rule": "failures", "why": "failure rate 60.0% over 5 outcomes > 50.0%", "settings": settings}
+    kw: dict[str, Any] = {
+        "rule": "failures",
+        "why": "failure rate 60.0% over 5 outcomes > 50.0%",
+        "settings": settings,
+        "actor": "controller",
+        "at": "2026-12-01T08:00:00Z",
+    }
     assert halts.halt(door.catalog, "door", "stable", Kind.APP, judged, **kw) is True
     assert halts.halt(door.catalog, "door", "stable", Kind.APP, judged, **kw) is False  # lost the conditional write
     assert track(door).state is TrackState.HALTED
@@ -108,6 +114,15 @@ def test_the_controller_publishes_the_halt_it_writes_once(door: World, topic: Su
 def test_without_a_topic_a_halt_publishes_nothing(door: World, topic: Subscription) -> None:
     assert door.settings.alarm_topic_arn is None  # as the local stack runs
     assert halts.halt(
-        door.catalog, "door", "stable", Kind.APP, track(door), rule="failures", why="w", settings=door.settings
+        door.catalog,
+        "door",
+        "stable",
+        Kind.APP,
+        track(door),
+        rule="failures",
+        why="w",
+        settings=door.settings,
+        actor="controller",
+        at="2026-12-01T08:00:00Z",
     )
     assert topic.received() == []

@@ -10,6 +10,7 @@ contract (as moto implements it, one request at a time) rather than moto's threa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -20,6 +21,7 @@ from otafleet.fleet import Fleet
 from otafleet.models import AttemptState, Device, Kind, TrackState
 from otafleet.service import UpdateService
 from otafleet.storage import clients
+from otafleet.storage.audit import AuditStore
 from otafleet.storage.devices import DeviceStore
 from otafleet.storage.errors import StorageUnavailable
 from support.devices import esp8266_headers
@@ -137,12 +139,13 @@ class Faults:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, client: Any) -> None:
         self.monkeypatch, self.client = monkeypatch, client
 
-    def once(self, method: str) -> None:
+    def once(self, method: str, where: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        """Fail the next call of `method` (the next one whose arguments `where` picks)."""
         real = getattr(self.client, method)
         state = {"done": False}
 
         def failing(*args: Any, **kwargs: Any) -> Any:
-            if not state["done"]:
+            if not state["done"] and (where is None or where(kwargs)):
                 state["done"] = True
                 raise StorageUnavailable(f"injected fault in {method}")
             return real(*args, **kwargs)
@@ -179,8 +182,11 @@ def test_a_fault_while_halting_leaves_the_rollout_halted_for_devices_and_a_later
     service = door.service()
     for _ in range(3):
         status(service, version="1.0.0")
-    faults.once("update_item")  # the halt's write (the verdict itself is a transaction)
+    # the halt's write: a transaction with its audit entry (the verdict is a transaction of its own)
+    audit_table = door.settings.audit_table
+    faults.once("transact_write_items", lambda kw: any(audit_table in json.dumps(i) for i in kw["TransactItems"]))
     assert status(service, version="1.0.0") == 304  # failed: 1 of 1 over 50 %; the halt write failed
+    assert AuditStore(door.settings).entries("door") == []  # nor its entry
     channel = door.catalog.get_channel("door", "stable")
     assert channel is not None and channel.tracks[Kind.APP].state is TrackState.ACTIVE
     # Devices see it halted at once: another device on 1.0.0 is not offered 1.1.0.
@@ -189,6 +195,7 @@ def test_a_fault_while_halting_leaves_the_rollout_halted_for_devices_and_a_later
     assert service.check(esp8266_headers(other, version="1.0.0")).status == 304
     channel = door.catalog.get_channel("door", "stable")
     assert channel is not None and channel.tracks[Kind.APP].state is TrackState.HALTED
+    assert [e.action for e in AuditStore(door.settings).entries("door")] == ["rollout.halt"]
 
 
 # --- a device counts once per rollout --------------------------------------------------------------

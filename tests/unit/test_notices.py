@@ -221,11 +221,20 @@ def test_halt_announces_only_when_its_conditional_write_won(monkeypatch: pytest.
         rule="silence",
         why="silent",
         settings=WITH_TOPIC,
+        actor="controller",
+        at="2026-12-01T08:00:00Z",
     )
     assert result is wins
     [(args, kwargs)] = catalog.calls
     assert args == ("door", "stable", Kind.APP, "1.4.0", TrackState.HALTED)
+    entry = kwargs.pop("audit")  # written with the halt, in its transaction
     assert kwargs == {"from_states": (TrackState.ACTIVE,), "expect_rev": 5}
+    assert (entry.actor, entry.action, entry.before, entry.after) == (
+        "controller",
+        "rollout.halt",
+        {"state": "active"},
+        {"state": "halted"},
+    )
     if not wins:
         assert announced == []
         return

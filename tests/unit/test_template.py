@@ -167,12 +167,18 @@ def notices(has_topic: bool) -> set[tuple[str, str]]:
     return expected({"sns:Publish"}, [TOPIC]) if has_topic else set()
 
 
+# The audit trail: the functions that write transitions may add entries (alone or in a transaction with
+# the halt or stage move) and do nothing else with them; the publish function has no access at all.
+AUDIT_APPEND = expected({"dynamodb:PutItem"}, [table_arn("AuditTable")])
+
+
 @pytest.mark.parametrize("has_topic", [True, False])
 def test_update_function_role_is_least_privilege(cfn: dict[str, Any], has_topic: bool) -> None:
     role = cfn["Resources"]["UpdateFunctionRole"]
     assert grants(role, {"HasAlarmTopic": has_topic}) == (
         expected(TABLE_ACTIONS, [table_arn("DevicesTable"), table_arn("CatalogTable")])
         | expected({"s3:GetObject", "s3:GetObjectVersion"}, [object_arn("firmware"), object_arn("filesystem")])
+        | AUDIT_APPEND
         | notices(has_topic)
     )
     assert set(role["Properties"]["ManagedPolicyArns"]) == MANAGED_POLICIES
@@ -200,6 +206,7 @@ def test_controller_function_role_is_least_privilege(cfn: dict[str, Any], has_to
         | expected(
             {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:UpdateItem"}, [table_arn("CatalogTable")]
         )
+        | AUDIT_APPEND
         | notices(has_topic)
     )
     assert set(role["Properties"]["ManagedPolicyArns"]) == MANAGED_POLICIES
@@ -251,6 +258,8 @@ def test_function_configuration(cfn: dict[str, Any]) -> None:
         assert env["FIRMWARE_BUCKET"] == BUCKET_NAME
         assert env["DEVICES_TABLE"] == {"Ref": "DevicesTable"}
         assert env["CATALOG_TABLE"] == {"Ref": "CatalogTable"}
+        assert env["AUDIT_TABLE"] == {"Ref": "AuditTable"}
+        assert env["AUDIT_RETENTION_DAYS"] == {"Ref": "AuditRetentionDays"}
         assert env["PRESIGN_EXPIRY_SECONDS"] == {"Ref": "PresignExpirySeconds"}
         assert env["CATALOG_CACHE_SECONDS"] == {"Ref": "CatalogCacheSeconds"}
         assert env["FAILURE_OFFER_LIMIT"] == {"Ref": "FailureOfferLimit"}
@@ -532,7 +541,7 @@ def test_uploads_trigger_the_publish_function(cfn: dict[str, Any]) -> None:
 
 def test_tables_are_protected(cfn: dict[str, Any]) -> None:
     tables = resources(cfn, "AWS::DynamoDB::Table")
-    assert set(tables) == {"DevicesTable", "CatalogTable"}
+    assert set(tables) == {"DevicesTable", "CatalogTable", "AuditTable"}
     for name, table in tables.items():
         props = table["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST", name
@@ -568,6 +577,28 @@ def test_table_keys(cfn: dict[str, Any]) -> None:
     ]
 
 
+def test_the_audit_table_is_per_product_in_time_order_and_expires(cfn: dict[str, Any]) -> None:
+    audit = cfn["Resources"]["AuditTable"]["Properties"]
+    assert audit["KeySchema"] == [
+        {"AttributeName": "product", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    types = {a["AttributeName"]: a["AttributeType"] for a in audit["AttributeDefinitions"]}
+    assert types == {"product": "S", "sk": "S"}
+    assert "GlobalSecondaryIndexes" not in audit
+    # the attribute storage/items.py writes; AUDIT_RETENTION_DAYS from the parameter says when
+    assert audit["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert cfn["Parameters"]["AuditRetentionDays"]["Default"] == 365
+    assert cfn["Outputs"]["AuditTableName"]["Value"] == {"Ref": "AuditTable"}
+
+
+def test_no_function_reads_the_audit_table(cfn: dict[str, Any]) -> None:
+    """Only operators read the trail; a function (compromised, or fed by a device) can only add to it."""
+    for role in ("UpdateFunctionRole", "PublishFunctionRole", "ControllerFunctionRole"):
+        on_audit = {a for a, r in grants(cfn["Resources"][role], {"HasAlarmTopic": True}) if "AuditTable" in r}
+        assert on_audit <= {"dynamodb:PutItem"}, role
+
+
 # ------------------------------------------------------------------ parameters and outputs
 
 
@@ -578,6 +609,7 @@ def test_outputs_are_the_cli_contract(cfn: dict[str, Any]) -> None:
         "FirmwareBucketName",
         "DevicesTableName",
         "CatalogTableName",
+        "AuditTableName",
         "Region",
         "UpdateFunctionName",
         "PublishFunctionName",
@@ -606,6 +638,7 @@ def test_parameter_defaults(cfn: dict[str, Any]) -> None:
             "SilenceFloorMinutes": 30,
             "SilenceUnlearnedHours": 24,
             "ControllerRateMinutes": 5,
+            "AuditRetentionDays": 365,
         }.items()
     )
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from otafleet.config import Settings
-from otafleet.models import COUNTERS, Catalog, Channel, Kind, Product, Release, Track, TrackState, Window
+from otafleet.models import COUNTERS, AuditEntry, Catalog, Channel, Kind, Product, Release, Track, TrackState, Window
 from otafleet.storage import clients
+from otafleet.storage.audit import audit_put
 from otafleet.storage.dynamo import from_item, to_item
 from otafleet.storage.errors import Conflict, translated
 from otafleet.storage.items import (
@@ -126,14 +127,17 @@ class CatalogStore:
         for kind, track in channel.tracks.items():
             self.put_track(TrackChange(channel.product, channel.name, kind, track, ANY, channel_exists=False))
 
-    def put_track(self, change: TrackChange) -> Track:
+    def put_track(self, change: TrackChange, *, audit: AuditEntry | None = None) -> Track:
         """Write one kind's track of a channel, conditional on the track `expect`ed there (None: no
         track of that kind yet), so that a concurrent halt, promotion or `channel set` is never
-        overwritten, and the other kind's track is never touched. Conflict when it changed."""
+        overwritten, and the other kind's track is never touched. Conflict when it changed. With
+        `audit`, the entry is written in the same transaction: exactly when the track is."""
         try:
             with translated():
                 op = track_write(self.table, change)
-                if "Put" in op:
+                if audit is not None:
+                    self._transact(op, audit)
+                elif "Put" in op:
                     self.client.put_item(**op["Put"])
                 else:
                     self.client.update_item(**op["Update"])
@@ -141,10 +145,14 @@ class CatalogStore:
             if change.channel_exists or isinstance(change.expect, Track):
                 raise
             # Someone created the channel since it was read: write into it, still on the same condition.
-            return self.put_track(replace(change, channel_exists=True))
+            return self.put_track(replace(change, channel_exists=True), audit=audit)
         finally:
             self.invalidate(change.product)
         return written_track(change)
+
+    def _transact(self, op: dict[str, Any], audit: AuditEntry) -> None:
+        """The catalog write `op` and the audit entry of it, all or nothing (Conflict: `op` lost)."""
+        self.client.transact_write_items(TransactItems=[op, {"Put": audit_put(self._settings.audit_table, audit)}])
 
     def set_channel_window(self, product: str, channel: str, window: Window | None) -> None:
         """Set or clear an existing channel's maintenance window, touching nothing else."""
@@ -193,10 +201,12 @@ class CatalogStore:
         *,
         from_states: Iterable[TrackState] = tuple(TrackState),
         expect_rev: int | None = None,
+        audit: AuditEntry | None = None,
     ) -> bool:
         """Change a rollout's state if the channel still serves `version` in one of `from_states` (and,
         with `expect_rev`, is still the revision that was read); False when it moved on, so a halt happens
-        once, and never over an operator's later change."""
+        once, and never over an operator's later change. With `audit`, the entry is written in the same
+        transaction, so it is written exactly once too."""
         allowed = sorted(s.value for s in from_states)
         values: dict[str, Any] = {":state": state.value, ":version": version, ":zero": 0, ":one": 1}
         values.update({f":f{i}": v for i, v in enumerate(allowed)})
@@ -206,20 +216,24 @@ class CatalogStore:
             values[":rev"] = expect_rev
         elif expect_rev == 0:
             revision = " AND attribute_not_exists(tracks.#k.rev)"
+        update = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}},
+            "UpdateExpression": "SET tracks.#k.#state = :state, tracks.#k.rev = "
+            "if_not_exists(tracks.#k.rev, :zero) + :one",
+            "ConditionExpression": "tracks.#k.#v = :version AND tracks.#k.#state IN ("
+            + ", ".join(f":f{i}" for i in range(len(allowed)))
+            + ")"
+            + revision,
+            "ExpressionAttributeNames": {"#k": kind.value, "#state": "state", "#v": "version"},
+            "ExpressionAttributeValues": to_item(values),
+        }
         try:
             with translated():
-                self.client.update_item(
-                    TableName=self.table,
-                    Key={"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}},
-                    UpdateExpression="SET tracks.#k.#state = :state, tracks.#k.rev = "
-                    "if_not_exists(tracks.#k.rev, :zero) + :one",
-                    ConditionExpression="tracks.#k.#v = :version AND tracks.#k.#state IN ("
-                    + ", ".join(f":f{i}" for i in range(len(allowed)))
-                    + ")"
-                    + revision,
-                    ExpressionAttributeNames={"#k": kind.value, "#state": "state", "#v": "version"},
-                    ExpressionAttributeValues=to_item(values),
-                )
+                if audit is not None:
+                    self._transact({"Update": update}, audit)
+                else:
+                    self.client.update_item(**update)
         except Conflict:
             return False
         finally:

@@ -1,11 +1,13 @@
 """Conversions between the records in `otafleet.models` and DynamoDB items (plain Python values).
 
 Keys of the catalog table: one partition per product holds the product, its channels and its releases,
-so one Query loads everything the decision needs about a product.
+so one Query loads everything the decision needs about a product. Keys of the audit table: one partition
+per product (`product`), entries sorted by `<time>#<id>` (`sk`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 from otafleet.models import (
     Attempt,
     AttemptState,
+    AuditEntry,
     Build,
     Channel,
     Delivery,
@@ -462,4 +465,38 @@ def device_from_item(item: Item) -> Device:
         watch=watch_from_item(item),
         answers={k.value: item[answer_attribute(k)] for k in Kind if item.get(answer_attribute(k))},
         expires_at=_int(item["expires_at"]) if item.get("expires_at") is not None else None,
+    )
+
+
+def audit_sk(at: str, entry_id: str) -> str:
+    """`2026-12-01T08:00:00.000Z#3f9a…`: text order is time order (audit.stamp's fixed format)."""
+    return f"{at}#{entry_id}"
+
+
+def audit_to_item(e: AuditEntry) -> Item:
+    # before/after as JSON text: they hold floats (thresholds), which DynamoDB numbers would make Decimals.
+    return {
+        "product": e.product,
+        "sk": audit_sk(e.at, e.id),
+        "at": e.at,
+        "actor": e.actor,
+        "action": e.action,
+        "target": dict(e.target),
+        "before": json.dumps(e.before, sort_keys=True, default=str),
+        "after": json.dumps(e.after, sort_keys=True, default=str),
+        "expires_at": e.expires_at,
+    }
+
+
+def audit_from_item(item: Item) -> AuditEntry:
+    return AuditEntry(
+        product=item["product"],
+        at=item["at"],
+        id=item["sk"].rpartition("#")[2],
+        actor=item.get("actor", ""),
+        action=item.get("action", ""),
+        target={str(k): str(v) for k, v in (item.get("target") or {}).items()},
+        before=json.loads(item.get("before") or "{}"),
+        after=json.loads(item.get("after") or "{}"),
+        expires_at=_int(item.get("expires_at")),
     )
