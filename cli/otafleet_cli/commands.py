@@ -83,7 +83,7 @@ def product_create(conn: Connection, args: Any, out: Output) -> int:
 
 def releases(conn: Connection, args: Any, out: Output) -> int:
     fleet = conn.fleet
-    found = fleet.releases(args.product)
+    found = fleet.releases(args.product, with_rejections=True)
     channels = fleet.channels(args.product)
     data = [{**views.release_dict(r), "channels": views.serving(r, channels)} for r in found]
     out.emit(data, views.releases_table(found, channels, fleet.keys(args.product)))

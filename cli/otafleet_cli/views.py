@@ -15,7 +15,7 @@ from otafleet import plans, rollout, windows
 from otafleet.controller import RolloutStatus, RunReport
 from otafleet.decision import Decision
 from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
-from otafleet.models import Attempt, Channel, Device, Kind, Product, ProductKey, Release, TrackState
+from otafleet.models import Attempt, Channel, Device, Kind, Product, ProductKey, Release, ReleaseState, TrackState
 from otafleet.protocol import is_device_mac, not_a_device
 from otafleet.rhythm import LEARNED_AFTER, epoch, learned
 from otafleet_cli.output import duration, fields, jsonable, percent, table
@@ -156,7 +156,9 @@ def release_fields(r: Release) -> str:
 
 def serving(release: Release, channels: Iterable[Channel]) -> list[str]:
     """Which channels serve the release, e.g. `stable`, `beta 10%`, `stable (previous)`."""
-    marks = []
+    marks: list[str] = []
+    if release.state is ReleaseState.REJECTED:  # a rejected upload shares its version with no channel's release
+        return marks
     for ch in channels:
         track = ch.tracks.get(release.kind)
         if track is None:
@@ -177,7 +179,7 @@ def releases_table(releases: Sequence[Release], channels: Sequence[Channel], key
     if not releases:
         return "no releases yet: upload one with `otafleet upload FILE --product PRODUCT`"
     return table(
-        ["KIND", "VERSION", "STATE", "SIZE", "CHIP", "UPLOADED", "CHANNELS", "MD5", "SIGNATURE", "REASON"],
+        ["KIND", "VERSION", "STATE", "SIZE", "CHIP", "UPLOADED", "CHANNELS", "MD5", "SIGNATURE", "OBJECT", "REASON"],
         [
             [
                 r.kind,
@@ -189,6 +191,7 @@ def releases_table(releases: Sequence[Release], channels: Sequence[Channel], key
                 ", ".join(serving(r, channels)),
                 r.md5,
                 signature_text(r, keys) or "-",
+                r.s3_key,
                 r.reason,
             ]
             for r in releases

@@ -280,9 +280,28 @@ class Fleet:
         self.catalog_store.put_product(replace(base, keys=tuple(retired if k is key else k for k in base.keys)))
         return retired
 
-    def releases(self, product: str) -> list[Release]:
+    def releases(self, product: str, *, with_rejections: bool = False) -> list[Release]:
+        """The product's releases by kind and version; `with_rejections` adds its rejected uploads (state
+        rejected, with their reason), each after the release of its version, oldest first, so an operator
+        sees why an upload never became a release."""
         catalog = self.catalog(product)
-        return sorted(catalog.releases.values(), key=lambda r: (r.kind.value, version_key(r.version)))
+        found = list(catalog.releases.values())
+        if with_rejections:
+            found += self.catalog_store.rejections(product)
+        return sorted(
+            found,
+            key=lambda r: (
+                r.kind.value,
+                version_key(r.version),
+                r.state is ReleaseState.REJECTED,
+                r.uploaded_at or "",
+            ),
+        )
+
+    def rejection(self, product: str, kind: Kind, version: str) -> Release | None:
+        """The latest rejected upload of this version, if any."""
+        found = [r for r in self.catalog_store.rejections(product) if r.kind is kind and r.version == version]
+        return found[-1] if found else None
 
     def release(self, product: str, version: str, kind: Kind = Kind.APP) -> Release | None:
         return self.catalog_store.get_release(product, kind, version)
@@ -317,7 +336,7 @@ class Fleet:
             raise FleetError(f"max offers per minute must be 0 (no limit) or more, not {max_offers_per_minute}")
 
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
-            _offerable(catalog, kind, version)
+            self._offerable(catalog, kind, version)
             return rollout.pointed(
                 current,
                 version,
@@ -335,7 +354,7 @@ class Fleet:
             assert current is not None
             if current.previous is None:
                 raise FleetError(f"{product}/{channel} has no previous {kind.value} release to roll back to")
-            _offerable(catalog, kind, current.previous)
+            self._offerable(catalog, kind, current.previous)
             return rollout.rolled_back(current), True
 
         return self._change_track(product, channel, kind, change)
@@ -396,7 +415,7 @@ class Fleet:
             raise FleetError(str(bad)) from None
 
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
-            _offerable(catalog, kind, version)
+            self._offerable(catalog, kind, version)
             again = current if current is not None and current.version == version else None
             if again and again.state is not TrackState.ACTIVE and not (again.plan and again.plan.aborted):
                 raise FleetError(
@@ -465,6 +484,15 @@ class Fleet:
         return [
             TrackStatus(product, channel, k, t) for k, t in sorted(found.tracks.items(), key=lambda kt: kt[0].value)
         ]
+
+    def _offerable(self, catalog: Catalog, kind: Kind, version: str) -> Release:
+        """The release a channel or pin may point at; a version with no release whose upload was
+        rejected is refused with the rejection's reason (not as unknown), which the operator can act on."""
+        if catalog.release(kind, version) is None:
+            rejected = self.rejection(catalog.product.name, kind, version)
+            if rejected is not None:
+                raise FleetError(rejection_text(rejected))
+        return _offerable(catalog, kind, version)
 
     def _set_state(self, product: str, channel: str, kind: Kind, state: TrackState) -> TrackStatus:
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
@@ -548,7 +576,7 @@ class Fleet:
         catalog = self.catalog(product)
         channel = check_name("channel", channel) if channel else catalog.product.default_channel
         if pin is not None:
-            _offerable(catalog, Kind.APP, pin)
+            self._offerable(catalog, Kind.APP, pin)
         existing = self.devices_store.get(mac)
         base = existing or Device(mac=mac)
         moved = base.product is not None and base.product != product
@@ -652,10 +680,20 @@ def _offerable(catalog: Catalog, kind: Kind, version: str) -> Release:
         listing = ", ".join(known[-8:]) if known else "none yet"
         raise FleetError(f"{product} has no {kind.value} release {version!r} (registered: {listing})")
     if release.state is ReleaseState.REJECTED:
-        raise FleetError(f"{product} {kind.value} {version} was rejected: {release.reason or 'no reason recorded'}")
+        raise FleetError(rejection_text(release))
     if not release.offerable:
         raise FleetError(f"{product} {kind.value} {version} is {release.state.value} and cannot be offered")
     return release
+
+
+def rejection_text(release: Release) -> str:
+    """Why a version cannot be offered because its upload was rejected, and what to do."""
+    what = f"{release.product} {release.kind.value} {release.version}"
+    text = f"{what} was rejected: {release.reason or 'no reason recorded'}"
+    where = " at ".join(x for x in (release.s3_key, release.uploaded_at) if x)
+    if where:
+        text += f" (upload {where})"
+    return text + f"; upload a fixed image (`otafleet releases {release.product}` lists its uploads)"
 
 
 def _track(catalog: Catalog, channel: str, kind: Kind) -> Track:

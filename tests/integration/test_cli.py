@@ -939,6 +939,43 @@ def test_upload_through_the_real_ingest(door: World, run: Run, tmp_path: Path, m
     assert door.catalog.get_release("door", Kind.APP, "1.4.0") is None  # never a release
 
 
+def test_releases_lists_a_rejected_upload_and_channel_set_names_it(
+    door: World, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    garbage = tmp_path / "door-1.4.0.bin"
+    garbage.write_bytes(b"not firmware at all")
+    ingest_on_first_wait(monkeypatch, door, "firmware/door/1.4.0.bin")
+    assert run("upload", str(garbage), "--product", "door").code == 1
+    rejected = door.catalog.upload_status("door", Kind.APP, "1.4.0", hashlib.sha256(garbage.read_bytes()).hexdigest())
+    assert rejected is not None and rejected.reason and rejected.uploaded_at
+
+    result = run("releases", "door")
+    assert result.code == 0
+    row = next(line for line in result.out.splitlines() if " 1.4.0 " in line)
+    assert row.split()[:3] == ["app", "1.4.0", "rejected"]
+    assert rejected.reason in row and "firmware/door/1.4.0.bin" in row and rejected.uploaded_at in row
+    data = run("releases", "door", "--json").json()
+    assert [(r["version"], r["state"]) for r in data] == [
+        ("1.0.0", "registered"),
+        ("1.1.0", "registered"),
+        ("1.4.0", "rejected"),
+    ]
+    assert (data[2]["reason"], data[2]["s3_key"], data[2]["channels"]) == (
+        rejected.reason,
+        "firmware/door/1.4.0.bin",
+        [],
+    )
+
+    result = run("channel", "set", "door", "stable", "1.4.0")
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: door app 1.4.0 was rejected: {rejected.reason}")
+    assert "has no release" not in result.err and "firmware/door/1.4.0.bin" in result.err
+    result = run("device", "assign", MAC, "--product", "door", "--pin", "1.4.0")
+    assert result.code == 1 and "door app 1.4.0 was rejected" in result.err
+    # A version nobody uploaded is still unknown.
+    assert "door has no app release '1.5.0'" in run("channel", "set", "door", "stable", "1.5.0").err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

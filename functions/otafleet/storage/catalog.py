@@ -18,6 +18,7 @@ from otafleet.storage.dynamo import from_item, to_item
 from otafleet.storage.errors import Conflict, translated
 from otafleet.storage.items import (
     PRODUCT_SK,
+    REJECTION_PREFIX,
     channel_from_item,
     channel_sk,
     channel_to_item,
@@ -259,6 +260,25 @@ class CatalogStore:
         item["type"] = "rejection"
         with translated():
             self.client.put_item(TableName=self.table, Item=to_item(item))
+
+    def rejections(self, product: str) -> list[Release]:
+        """The product's rejected uploads (each kept under its own key beside the releases, see
+        add_rejection), oldest first. A separate Query: the update path's catalog read never needs them."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :x)",
+            "ExpressionAttributeValues": {":pk": {"S": product_pk(product)}, ":x": {"S": REJECTION_PREFIX}},
+            "ConsistentRead": True,
+        }
+        found: list[Release] = []
+        with translated():
+            while True:
+                out = self.client.query(**kwargs)
+                found += [release_from_item(from_item(i)) for i in out.get("Items", [])]
+                if "LastEvaluatedKey" not in out:
+                    break
+                kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+        return sorted(found, key=lambda r: r.uploaded_at or "")
 
     def upload_status(self, product: str, kind: Kind, version: str, sha256: str) -> Release | None:
         """What became of an upload with these bytes: its release, its rejection, or None (not yet)."""
