@@ -15,7 +15,7 @@ from typing import Any
 
 from otafleet import plans, windows
 from otafleet.controller import summary
-from otafleet.fleet import TrackStatus, parse_mac
+from otafleet.fleet import Deleted, TrackStatus, parse_mac
 from otafleet.models import Delivery, Kind, Window
 from otafleet.protocol import MODES
 from otafleet_cli import views
@@ -90,6 +90,33 @@ def releases(conn: Connection, args: Any, out: Output) -> int:
     return 0
 
 
+def release_revoke(conn: Connection, args: Any, out: Output) -> int:
+    done = conn.fleet.revoke(args.product, args.version, _kind(args), force=args.force)
+    r = done.release
+    what = f"{r.product} {r.kind.value} {r.version}"
+    out.note(f"{what} was revoked already" if done.already else f"{what} is revoked: no device is offered it")
+    for name in done.serving:
+        flag = " --fs" if r.kind is Kind.FS else ""
+        out.note(
+            f"{r.product}/{name} serves it and so offers nothing of it: "
+            f"`otafleet channel set {r.product} {name} VERSION{flag}`"
+        )
+    out.emit(views.release_dict(r), views.release_fields(r))
+    return 0
+
+
+def product_delete(conn: Connection, args: Any, out: Output) -> int:
+    return _show_deleted(out, conn.fleet.delete_product(args.product, force=args.force))
+
+
+def _show_deleted(out: Output, deleted: Deleted) -> int:
+    if deleted.unassigned:
+        out.note(f"unassigned {len(deleted.unassigned)} device(s): `otafleet devices --unassigned` lists them")
+    data = {"deleted": deleted.what, "items": deleted.items, "unassigned": list(deleted.unassigned)}
+    out.emit(data, f"deleted {deleted.what}")
+    return 0
+
+
 # --- signing keys -----------------------------------------------------------------------------------
 
 
@@ -133,6 +160,16 @@ def channel_set(conn: Connection, args: Any, out: Output) -> int:
         max_silence_excess=args.max_silence_excess,
     )
     return _show_tracks(out, [status])
+
+
+def channels(conn: Connection, args: Any, out: Output) -> int:
+    found = conn.fleet.channel_list(args.product)
+    out.emit([views.channel_dict(c) for c in found], views.channels_table(found, args.product))
+    return 0
+
+
+def channel_delete(conn: Connection, args: Any, out: Output) -> int:
+    return _show_deleted(out, conn.fleet.delete_channel(args.product, args.channel))
 
 
 def channel_show(conn: Connection, args: Any, out: Output) -> int:
@@ -340,6 +377,10 @@ def device_retry(conn: Connection, args: Any, out: Output) -> int:
     out.note(f"{device.mac}: failed releases and update attempts cleared; it is offered its targets again")
     out.emit(views.device_dict(device), views.device_fields(device))
     return 0
+
+
+def device_delete(conn: Connection, args: Any, out: Output) -> int:
+    return _show_deleted(out, conn.fleet.delete_device(args.mac))
 
 
 def devices(conn: Connection, args: Any, out: Output) -> int:

@@ -105,7 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "releases", commands.releases, "a product's releases with state, facts and channels")
     p.add_argument("product", metavar="PRODUCT")
 
+    release = nested("release", "revoke releases")
+    p = command(
+        release,
+        "revoke",
+        commands.release_revoke,
+        "offer a release to no device from now on (its record and bytes stay)",
+        description=(
+            "Revoke release VERSION of product P: no device is offered it any more (a device whose target it "
+            "is gets 304 target-unavailable). A release a channel serves (its version, or the previous release "
+            "the rest of a staged rollout runs) is refused unless --force: point the channel elsewhere first."
+        ),
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--fs", action="store_true", help="a filesystem image, not the application")
+    p.add_argument("--force", action="store_true", help="revoke it even while channels serve it")
+
     command(sub, "products", commands.products, "list products")
+    p = command(sub, "channels", commands.channels, "a product's channels with their tracks and device counts")
+    p.add_argument("product", metavar="PRODUCT")
 
     product = nested("product", "create or update products")
     p = command(
@@ -125,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-downgrade", action=argparse.BooleanOptionalAction, help="offer releases older than the running one"
     )
     p.add_argument("--default-channel", metavar="CHANNEL", help="channel for enrolled and newly assigned devices")
+
+    p = command(
+        product,
+        "delete",
+        commands.product_delete,
+        "delete a product with its releases (refused while it has channels or devices, unless --force)",
+        description=(
+            "Delete product P with its releases, rejected uploads and counts. Refused while it has channels "
+            "or assigned devices, unless --force: then its channels go too and its devices are unassigned "
+            "(their records stay). The firmware objects in the bucket are kept."
+        ),
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("--force", action="store_true", help="delete its channels too and unassign its devices")
 
     keys = product.add_parser(
         "key", help="signing keys: a product with keys accepts only uploads signed by one of them"
@@ -206,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", commands.channel_resume, "resume a paused or halted rollout"),
     ):
         track_command(channel, name, handler, text)
+
+    p = command(
+        channel,
+        "delete",
+        commands.channel_delete,
+        "delete a channel (refused while devices are assigned to it, and for the default channel)",
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("channel", metavar="CHANNEL")
 
     window = nested("window", "maintenance windows: when images may be handed to devices")
     p = command(
@@ -323,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("show", commands.device_show, "everything known about one device"),
         ("credentials", commands.device_credentials, "issue a new secret for Basic auth (shown once)"),
         ("retry", commands.device_retry, "offer releases that failed on the device again"),
+        ("delete", commands.device_delete, "delete the device's record: assignment, credentials, history"),
     ):
         p = command(device, name, handler, text)
         p.add_argument("mac", metavar="MAC")

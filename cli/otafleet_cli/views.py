@@ -14,7 +14,7 @@ from typing import Any
 from otafleet import plans, rollout, windows
 from otafleet.controller import RolloutStatus, RunReport
 from otafleet.decision import Decision
-from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
+from otafleet.fleet import ChannelSummary, FleetOverview, ProductVersions, TrackStatus, device_version
 from otafleet.models import Attempt, Channel, Device, Kind, Product, ProductKey, Release, ReleaseState, TrackState
 from otafleet.protocol import is_device_mac, not_a_device
 from otafleet.rhythm import LEARNED_AFTER, epoch, learned
@@ -264,6 +264,42 @@ def tracks_table(statuses: Sequence[TrackStatus], *, with_channel: bool = False)
         ]
         rows.append([f"{s.product}/{s.channel}", *row] if with_channel else row)
     return table(headers, rows)
+
+
+def channel_dict(c: ChannelSummary) -> dict[str, Any]:
+    return {
+        "product": c.channel.product,
+        "channel": c.channel.name,
+        "default": c.default,
+        "devices": c.devices,
+        "window": windows.describe(c.channel.window) if c.channel.window else None,
+        "tracks": [track_dict(t) for t in c.tracks],
+    }
+
+
+CHANNEL_HEADERS = ["CHANNEL", "KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "DEVICES", "WINDOW"]
+
+
+def channel_rows(channels: Sequence[ChannelSummary]) -> list[list[object]]:
+    """One row per track (a channel without tracks gets one row of dashes)."""
+    rows: list[list[object]] = []
+    for c in channels:
+        name = c.channel.name + (" (default)" if c.default else "")
+        window = windows.describe(c.channel.window) if c.channel.window else None
+        for t in c.tracks or (None,):
+            if t is None:
+                rows.append([name, None, None, None, None, None, c.devices, window])
+            else:
+                rows.append(
+                    [name, t.kind, t.track.version, t.track.previous, f"{t.track.percent}%", t.state, c.devices, window]
+                )
+    return rows
+
+
+def channels_table(channels: Sequence[ChannelSummary], product: str) -> str:
+    if not channels:
+        return f"{product} has no channels yet: `otafleet channel set {product} CHANNEL VERSION` creates one"
+    return table(CHANNEL_HEADERS, channel_rows(channels))
 
 
 def track_advice(statuses: Iterable[TrackStatus]) -> list[str]:
@@ -577,7 +613,8 @@ def not_a_device_warnings(devices: Iterable[Device]) -> list[str]:
             f"warning: {not_a_device(d.mac)}. This record was written by an earlier otafleet, which took the MAC "
             f"for a device (arduino-esp32 3.x Ethernet boards all checked in as 00:00:00:00:00:00){where}. No check "
             "reaches it now and it is not counted: assign the boards by their own MACs (`otafleet devices "
-            '--unassigned`), then delete the record (docs/operations.md, "Records that are not devices")'
+            "--unassigned`), then delete the record with "
+            f'`otafleet device delete {d.mac}` (docs/operations.md, "Records that are not devices")'
         )
     return warnings
 

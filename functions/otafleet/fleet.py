@@ -115,10 +115,42 @@ class FleetOverview:
     seen_products: dict[str, str]  # MAC → product an unassigned device asked for
 
 
-def parse_mac(value: str) -> str:
+@dataclass(frozen=True)
+class ChannelSummary:
+    """One channel of a product as `otafleet channels` lists it."""
+
+    channel: Channel
+    tracks: tuple[TrackStatus, ...]
+    devices: int  # devices assigned to it (from the eventually consistent by-product index)
+    default: bool  # the product's default channel: where enrolled and newly assigned devices go
+
+
+@dataclass(frozen=True)
+class Revoked:
+    release: Release
+    serving: tuple[str, ...]  # channels that serve it still (revoked with force): they now offer nothing of it
+    already: bool = False  # it was revoked before: nothing changed
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a delete removed, for the CLI to report."""
+
+    what: str  # "product door", "channel door/beta", "device 5C:…"
+    items: int = 1  # catalog items deleted (a product's channels, releases, rejected uploads, counts)
+    unassigned: tuple[str, ...] = ()  # MACs of devices a forced product delete unassigned
+
+
+def parse_any_mac(value: str) -> str:
+    """A MAC, normalised, whether or not a device can have it (deleting old records takes any)."""
     mac = normalise_mac(value)
     if mac is None:
         raise FleetError(f"not a MAC address: {value!r} (expected e.g. 5C:CF:7F:12:34:56)")
+    return mac
+
+
+def parse_mac(value: str) -> str:
+    mac = parse_any_mac(value)
     if not is_device_mac(mac):  # e.g. the zero MAC: no device checks in under it, so none is kept under it
         raise FleetError(not_a_device(mac))
     return mac
@@ -313,6 +345,126 @@ class Fleet:
     def channels(self, product: str) -> list[Channel]:
         return sorted(self.catalog(product).channels.values(), key=lambda c: c.name)
 
+    def channel_list(self, product: str) -> list[ChannelSummary]:
+        """Every channel of the product with its tracks and how many devices are assigned to it."""
+        catalog = self.catalog(product)
+        members = Counter(d.channel for d in self._assigned_devices(product))
+        return [
+            ChannelSummary(
+                channel=ch,
+                tracks=tuple(
+                    TrackStatus(product, ch.name, k, t)
+                    for k, t in sorted(ch.tracks.items(), key=lambda kt: kt[0].value)
+                ),
+                devices=members[ch.name],
+                default=ch.name == catalog.product.default_channel,
+            )
+            for ch in sorted(catalog.channels.values(), key=lambda c: c.name)
+        ]
+
+    def _assigned_devices(self, product: str) -> list[Device]:
+        return [d for d in self.devices_store.product_devices(product) if d.assigned and d.product == product]
+
+    # --- deleting and revoking ----------------------------------------------------------------------
+
+    def revoke(self, product: str, version: str, kind: Kind = Kind.APP, *, force: bool = False) -> Revoked:
+        """Revoke a registered release: from now on it is offered to no device (decision.py answers
+        `target-unavailable` for a revoked target), although its record and bytes stay. A release a channel
+        serves (its version, or the baseline the rest of a staged rollout runs) is revoked only with
+        `force`: that channel then offers nothing of this kind until it is pointed at another release.
+        Revoking a revoked release changes nothing."""
+        catalog = self.catalog(product)
+        release = catalog.release(kind, version)
+        if release is None:
+            rejected = self.rejection(product, kind, version)
+            if rejected is not None:
+                raise FleetError(f"{rejection_text(rejected)}; a rejected upload is never offered, nothing to revoke")
+            _offerable(catalog, kind, version)  # raises the "no release" error with the registered versions
+            raise AssertionError("unreachable")
+        if release.state is ReleaseState.REJECTED:
+            raise FleetError(f"{product} {kind.value} {version} was rejected; it is never offered, nothing to revoke")
+        serving = tuple(
+            ch.name
+            for ch in sorted(catalog.channels.values(), key=lambda c: c.name)
+            if (track := ch.tracks.get(kind)) is not None and version in (track.version, rollout.baseline(track))
+        )
+        if release.state is ReleaseState.REVOKED:
+            return Revoked(release, serving, already=True)
+        if serving and not force:
+            flag = " --fs" if kind is Kind.FS else ""
+            raise FleetError(
+                f"{product} {kind.value} {version} is served by channel {', '.join(serving)}: point "
+                f"{'it' if len(serving) == 1 else 'them'} at another release first (`otafleet channel set "
+                f"{product} {serving[0]} VERSION{flag}` or `channel rollback`), or pass --force to revoke it anyway "
+                "(the channel then offers nothing until pointed at another release)"
+            )
+        revoked = replace(release, state=ReleaseState.REVOKED)
+        try:
+            self.catalog_store.set_release_state(release, ReleaseState.REVOKED)
+        except Conflict:
+            raise FleetError(f"{product} {kind.value} {version} changed while revoking it; try again") from None
+        return Revoked(revoked, serving)
+
+    def delete_channel(self, product: str, channel: str) -> Deleted:
+        """Delete a channel (its tracks, window and rollout counts). Refused for the product's default
+        channel (enrolled and newly assigned devices go there) and while devices are assigned to it (they
+        would be offered nothing): move them first. A device assigned to it in the instant between the check
+        and the delete is offered nothing, as on any channel that serves nothing, until it is moved."""
+        catalog = self.catalog(product)
+        _channel(catalog, channel)
+        if channel == catalog.product.default_channel:
+            raise FleetError(
+                f"{channel} is {product}'s default channel (enrolled and newly assigned devices go there): "
+                f"choose another with `otafleet product create {product} --default-channel CHANNEL` first"
+            )
+        members = sorted(d.mac for d in self._assigned_devices(product) if d.channel == channel)
+        if members:
+            shown = ", ".join(members[:5]) + (f" and {len(members) - 5} more" if len(members) > 5 else "")
+            raise FleetError(
+                f"{len(members)} device{'s are' if len(members) != 1 else ' is'} assigned to {product}/{channel} "
+                f"({shown}): move them first with `otafleet device assign MAC --product {product} --channel OTHER`"
+            )
+        try:
+            self.catalog_store.delete_channel(product, channel)
+        except Conflict:
+            raise FleetError(f"{product}/{channel} was deleted meanwhile") from None
+        return Deleted(f"channel {product}/{channel}")
+
+    def delete_product(self, product: str, *, force: bool = False) -> Deleted:
+        """Delete a product with its channels, releases, rejected uploads and counts. Refused while it has
+        channels or devices assigned to it, unless `force`: then its devices are unassigned first (they keep
+        their records and history and are answered as unassigned devices until assigned again). The
+        firmware objects in the bucket stay: the bucket is versioned, and deleting builds is not undoable."""
+        catalog = self.catalog(product)
+        devices = self._assigned_devices(product)
+        if (catalog.channels or devices) and not force:
+            has = []
+            if catalog.channels:
+                has.append(f"channel{'s' if len(catalog.channels) != 1 else ''} {', '.join(sorted(catalog.channels))}")
+            if devices:
+                has.append(f"{len(devices)} device{'s' if len(devices) != 1 else ''}")
+            raise FleetError(
+                f"product {product} has {' and '.join(has)}: delete the channels (`otafleet channel delete "
+                f"{product} CHANNEL`) and move the devices first, or pass --force to delete it with its channels "
+                "and unassign its devices"
+            )
+        for device in devices:
+            self.devices_store.put(replace(device, product=None, channel=None, assigned=False, pins={}))
+        items = self.catalog_store.delete_product(product)
+        return Deleted(f"product {product}", items=items, unassigned=tuple(sorted(d.mac for d in devices)))
+
+    def delete_device(self, mac: str) -> Deleted:
+        """Delete a device's record: its assignment, credentials, attempts and history. Rollout counts its
+        verdicts moved stay. If it checks in again it is a new, unassigned device (or enrolls). Unlike the
+        other device commands this takes a MAC that names no device (00:00:00:00:00:00): an earlier otafleet
+        kept such records (docs/operations.md, "Records that are not devices"), and deleting them is the fix."""
+        found = parse_any_mac(mac)
+        try:
+            self.devices_store.delete(found)
+        except NotFound:
+            raise FleetError(_unknown_device(found)) from None
+        return Deleted(f"device {found}")
+
     # --- channels and rollouts --------------------------------------------------------------------
 
     def set_channel(
@@ -466,9 +618,7 @@ class Fleet:
         if channel is None:
             self.catalog_store.put_product(replace(catalog.product, window=window))
             return window
-        if channel not in catalog.channels:
-            known = ", ".join(sorted(catalog.channels)) or "none yet"
-            raise FleetError(f"product {product!r} has no channel {channel!r} (channels: {known})")
+        _channel(catalog, channel)
         try:
             self.catalog_store.set_channel_window(product, channel, window)
         except Conflict:
@@ -477,10 +627,7 @@ class Fleet:
 
     def channel_status(self, product: str, channel: str) -> list[TrackStatus]:
         catalog = self.catalog(product)
-        found = catalog.channels.get(channel)
-        if found is None:
-            known = ", ".join(sorted(catalog.channels)) or "none yet"
-            raise FleetError(f"product {product!r} has no channel {channel!r} (channels: {known})")
+        found = _channel(catalog, channel)
         return [
             TrackStatus(product, channel, k, t) for k, t in sorted(found.tracks.items(), key=lambda kt: kt[0].value)
         ]
@@ -557,7 +704,7 @@ class Fleet:
         mac = parse_mac(mac)
         device = self.devices_store.get(mac)
         if device is None:
-            raise FleetError(f"unknown device {mac}: it never checked in and was never assigned")
+            raise FleetError(_unknown_device(mac))
         return device
 
     def assign(
@@ -623,7 +770,7 @@ class Fleet:
         for _ in range(2):
             device = self.devices_store.get(mac)
             if device is None:
-                raise FleetError(f"unknown device {mac}: it never checked in and was never assigned")
+                raise FleetError(_unknown_device(mac))
             reopened = {kind: attempts.retried(a) for kind, a in device.attempts.items()}
             try:
                 self.devices_store.reopen_attempts(device, reopened)
@@ -696,6 +843,18 @@ def rejection_text(release: Release) -> str:
     return text + f"; upload a fixed image (`otafleet releases {release.product}` lists its uploads)"
 
 
+def _unknown_device(mac: str) -> str:
+    return f"unknown device {mac}: it never checked in and was never assigned"
+
+
+def _channel(catalog: Catalog, name: str) -> Channel:
+    found = catalog.channels.get(name)
+    if found is None:
+        known = ", ".join(sorted(catalog.channels)) or "none yet"
+        raise FleetError(f"product {catalog.product.name!r} has no channel {name!r} (channels: {known})")
+    return found
+
+
 def _track(catalog: Catalog, channel: str, kind: Kind) -> Track:
     product = catalog.product.name
     found = catalog.channels.get(channel)
@@ -709,10 +868,13 @@ def _track(catalog: Catalog, channel: str, kind: Kind) -> Track:
 
 
 __all__ = [
+    "ChannelSummary",
+    "Deleted",
     "Fleet",
     "FleetError",
     "FleetOverview",
     "ProductVersions",
+    "Revoked",
     "TrackStatus",
     "VersionCount",
     "check_name",

@@ -725,6 +725,7 @@ def test_devices_lists_a_zero_mac_record_with_a_warning_and_does_not_count_it(do
     [warning] = [line for line in lines if line.startswith("warning:")]
     assert warning.startswith(f"warning: {ZERO_MAC} is not a device")
     assert "it was assigned to door/stable" in warning and "docs/operations.md" in warning
+    assert f"`otafleet device delete {ZERO_MAC}`" in warning
     data = run("devices", "--json").json()
     assert [d["mac"] for d in data["devices"]] == [ZERO_MAC, MAC]
     assert data["distribution"] == [{"product": "door", "versions": [{"version": "1.0.0", "devices": 1}]}]
@@ -735,6 +736,136 @@ def test_devices_lists_a_zero_mac_record_with_a_warning_and_does_not_count_it(do
 def test_devices_when_there_are_none(stack: World, run: Run) -> None:
     result = run("devices")
     assert (result.code, result.out) == (0, "no devices\n")
+
+
+# --- revoking and deleting ---------------------------------------------------------------------------
+
+
+def test_release_revoke(door: World, run: Run) -> None:
+    result = run("release", "revoke", "door", "1.1.0")
+    assert result.code == 0, result.err
+    assert "door app 1.1.0 is revoked: no device is offered it" in result.err
+    assert "revoked" in result.out
+    assert [(r["version"], r["state"]) for r in run("releases", "door", "--json").json()] == [
+        ("1.0.0", "registered"),
+        ("1.1.0", "revoked"),
+    ]
+    again = run("release", "revoke", "door", "1.1.0", "--json")
+    assert again.code == 0 and "was revoked already" in again.err and again.json()["state"] == "revoked"
+    result = run("channel", "set", "door", "stable", "1.1.0")
+    assert result.code == 1 and "door app 1.1.0 is revoked and cannot be offered" in result.err
+
+
+def test_release_revoke_refuses_a_served_release_unless_forced(door: World, run: Run) -> None:
+    assert check(door, version="0.9.0") == 302  # stable offers 1.0.0
+    result = run("release", "revoke", "door", "1.0.0")
+    assert result.code == 1
+    assert error_line(result).startswith("otafleet: error: door app 1.0.0 is served by channel stable: point it at")
+    assert "--force" in result.err
+    # The previous release a staged rollout's other devices run is served too.
+    run("channel", "set", "door", "stable", "1.1.0", "--percent", "10")
+    assert "served by channel stable" in run("release", "revoke", "door", "1.0.0").err
+    run("channel", "set", "door", "stable", "1.0.0")
+    result = run("release", "revoke", "door", "1.0.0", "--force")
+    assert result.code == 0, result.err
+    assert "door/stable serves it and so offers nothing of it" in result.err
+    door.catalog.invalidate()
+    assert check(door, version="0.9.0") == 304  # a revoked release is never offered
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["release", "revoke", "door", "9.9"], "door has no app release '9.9' (registered: 1.0.0, 1.1.0)"),
+        (["release", "revoke", "door", "1.0.0", "--fs"], "door has no fs release '1.0.0'"),
+        (["release", "revoke", "nope", "1.0.0"], "unknown product 'nope'"),
+        (["channel", "delete", "door", "beta"], "product 'door' has no channel 'beta' (channels: stable)"),
+        (["channel", "delete", "nope", "beta"], "unknown product 'nope'"),
+        (["device", "delete", "not-a-mac"], "not a MAC address: 'not-a-mac'"),
+        (["device", "delete", "5C:CF:7F:00:00:99"], "unknown device 5C:CF:7F:00:00:99"),
+        (["product", "delete", "nope"], "unknown product 'nope'"),
+    ],
+)
+def test_revoke_and_delete_mistakes(door: World, run: Run, argv: list[str], message: str) -> None:
+    result = run(*argv)
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: {message}")
+
+
+def test_release_revoke_of_a_rejected_upload(door: World, run: Run) -> None:
+    door.catalog.add_rejection(
+        Release(
+            "door", Kind.APP, "2.0.0", 3, "0" * 32, "1" * 64, "firmware/door/2.0.0.bin",
+            state=ReleaseState.REJECTED, reason="not an ESP image",
+        )
+    )  # fmt: skip
+    result = run("release", "revoke", "door", "2.0.0")
+    assert result.code == 1
+    assert "door app 2.0.0 was rejected: not an ESP image" in result.err and "nothing to revoke" in result.err
+
+
+def test_channels(door: World, run: Run) -> None:
+    run("channel", "set", "door", "beta", "1.1.0", "--percent", "50")
+    run("window", "set", "door", "daily 01:00-05:00", "--channel", "beta")
+    result = run("channels", "door")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["CHANNEL", "KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "DEVICES", "WINDOW"]
+    assert lines[1].split()[:6] == ["beta", "app", "1.1.0", "-", "50%", "active"]
+    assert lines[2].split()[:7] == ["stable", "(default)", "app", "1.0.0", "-", "100%", "active"]
+    data = run("channels", "door", "--json").json()
+    assert [(c["channel"], c["default"], c["devices"]) for c in data] == [("beta", False, 0), ("stable", True, 1)]
+    assert data[0]["window"] and data[0]["tracks"][0]["version"] == "1.1.0"
+    run("product", "create", "cam", "--platform", "esp32")
+    assert "cam has no channels yet" in run("channels", "cam").out
+    assert "unknown product 'nope'" in run("channels", "nope").err
+
+
+def test_channel_delete(door: World, run: Run) -> None:
+    run("channel", "set", "door", "beta", "1.1.0")
+    run("device", "assign", "5C:CF:7F:00:00:02", "--product", "door", "--channel", "beta")
+    result = run("channel", "delete", "door", "beta")
+    assert result.code == 1
+    assert error_line(result) == (
+        "otafleet: error: 1 device is assigned to door/beta (5C:CF:7F:00:00:02): move them first with "
+        "`otafleet device assign MAC --product door --channel OTHER`"
+    )
+    result = run("channel", "delete", "door", "stable")
+    assert result.code == 1 and "stable is door's default channel" in result.err
+    run("device", "assign", "5C:CF:7F:00:00:02", "--product", "door", "--channel", "stable")
+    result = run("channel", "delete", "door", "beta")
+    assert (result.code, result.out) == (0, "deleted channel door/beta\n")
+    assert [c["channel"] for c in run("channels", "door", "--json").json()] == ["stable"]
+
+
+def test_device_delete(door: World, run: Run) -> None:
+    result = run("device", "delete", MAC.lower().replace(":", "-"), "--json")
+    assert result.code == 0, result.err
+    assert result.json() == {"deleted": f"device {MAC}", "items": 1, "unassigned": []}
+    assert "unknown device" in run("device", "show", MAC).err
+    # The record an earlier otafleet kept under the zero MAC is what this verb is for.
+    door.device(ZERO_MAC, "door")
+    assert run("device", "delete", ZERO_MAC).code == 0
+    assert run("devices", "--json").json()["devices"] == []
+
+
+def test_product_delete(door: World, run: Run) -> None:
+    result = run("product", "delete", "door")
+    assert result.code == 1
+    assert error_line(result).startswith("otafleet: error: product door has channel stable and 1 device: ")
+    assert "--force" in result.err
+    assert run("products", "--json").json()[0]["name"] == "door"
+    result = run("product", "delete", "door", "--force", "--json")
+    assert result.code == 0, result.err
+    assert result.json() == {"deleted": "product door", "items": 4, "unassigned": [MAC]}
+    assert "unassigned 1 device(s)" in result.err
+    assert run("products", "--json").json() == []
+    device = run("device", "show", MAC, "--json").json()
+    assert (device["assigned"], device["product"], device["channel"]) == (False, None, None)
+    # A product with releases only (no channels, no devices) goes without --force.
+    run("product", "create", "cam", "--platform", "esp32")
+    door.release("cam", "1.0.0")
+    assert run("product", "delete", "cam").out == "deleted product cam\n"
 
 
 # --- explain ------------------------------------------------------------------------------------------

@@ -12,7 +12,18 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from otafleet.config import Settings
-from otafleet.models import COUNTERS, Catalog, Channel, Kind, Product, Release, Track, TrackState, Window
+from otafleet.models import (
+    COUNTERS,
+    Catalog,
+    Channel,
+    Kind,
+    Product,
+    Release,
+    ReleaseState,
+    Track,
+    TrackState,
+    Window,
+)
 from otafleet.storage import clients
 from otafleet.storage.dynamo import from_item, to_item
 from otafleet.storage.errors import Conflict, translated
@@ -167,6 +178,66 @@ class CatalogStore:
                 )
         finally:
             self.invalidate(product)
+
+    def set_release_state(self, release: Release, state: ReleaseState) -> None:
+        """Change a registered release's state (revoking it), conditional on the state read, so two
+        operators never undo each other's change unseen. Its bytes and facts stay as registered.
+        Conflict when the release is gone or its state changed."""
+        try:
+            with translated():
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={
+                        "pk": {"S": product_pk(release.product)},
+                        "sk": {"S": release_sk(release.kind, release.version)},
+                    },
+                    UpdateExpression="SET #s = :s",
+                    ConditionExpression="attribute_exists(pk) AND #s = :before",
+                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeValues={":s": {"S": state.value}, ":before": {"S": release.state.value}},
+                )
+        finally:
+            self.invalidate(release.product)
+
+    def delete_channel(self, product: str, channel: str) -> None:
+        """Delete a channel with its tracks, window and rollout counters (all on its one item).
+        Conflict when it does not exist."""
+        try:
+            with translated():
+                self.client.delete_item(
+                    TableName=self.table,
+                    Key={"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}},
+                    ConditionExpression="attribute_exists(pk)",
+                )
+        finally:
+            self.invalidate(product)
+
+    def delete_product(self, product: str) -> int:
+        """Delete every item of the product's partition: channels, releases, rejected uploads, quota counts,
+        and the product itself last, so that a run cut short leaves a product that can be deleted again
+        rather than items nobody can reach. Returns how many items went."""
+        keys: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": product_pk(product)}},
+            "ProjectionExpression": "pk, sk",
+            "ConsistentRead": True,
+        }
+        try:
+            with translated():
+                while True:
+                    out = self.client.query(**kwargs)
+                    keys += out.get("Items", [])
+                    if "LastEvaluatedKey" not in out:
+                        break
+                    kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+                keys.sort(key=lambda k: k["sk"]["S"] == PRODUCT_SK)  # the product's own item last
+                for key in keys:
+                    self.client.delete_item(TableName=self.table, Key=key)
+        finally:
+            self.invalidate(product)
+        return len(keys)
 
     def get_product(self, name: str) -> Product | None:
         item = self._get(product_pk(name), PRODUCT_SK)
