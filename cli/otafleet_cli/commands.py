@@ -15,7 +15,7 @@ from typing import Any
 
 from otafleet import plans, windows
 from otafleet.controller import summary
-from otafleet.fleet import Deleted, TrackStatus, parse_mac
+from otafleet.fleet import Deleted, DeviceFilter, TrackStatus, parse_mac
 from otafleet.models import Delivery, Kind, Window
 from otafleet.protocol import MODES
 from otafleet_cli import views
@@ -384,9 +384,24 @@ def device_delete(conn: Connection, args: Any, out: Output) -> int:
 
 
 def devices(conn: Connection, args: Any, out: Output) -> int:
-    overview = conn.fleet.list_devices(args.product, unassigned=args.unassigned)
+    where = DeviceFilter(
+        version=args.version,
+        state=args.state,
+        seen_before=_duration("--seen-before", args.seen_before),
+        seen_within=_duration("--seen-within", args.seen_within),
+    )
+    overview = conn.fleet.list_devices(args.product, unassigned=args.unassigned, where=where)
     out.emit(views.overview_dict(overview), views.overview_text(overview))
     return 0
+
+
+def _duration(option: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return plans.parse_duration(text)
+    except plans.InvalidPlan as bad:
+        raise CliError(f"{option}: {bad}") from None
 
 
 def explain(conn: Connection, args: Any, out: Output) -> int:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from otafleet.fleet import FleetError
+from otafleet.fleet import DEVICE_STATES, FleetError
 from otafleet.models import PLATFORMS, Delivery
 from otafleet_cli import commands, upload
 from otafleet_cli.output import Output
@@ -377,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only devices seen checking in but never assigned (with --product: those that asked for it)",
     )
+    p.add_argument("--version", metavar="VERSION", help="only devices running this version")
+    p.add_argument("--state", choices=DEVICE_STATES, help="only devices in this state (a device can be in several)")
+    p.add_argument(
+        "--seen-before",
+        metavar="DURATION",
+        help="only devices last seen longer ago than this, e.g. 2h, 3d (to the check heartbeat's resolution)",
+    )
+    p.add_argument("--seen-within", metavar="DURATION", help="only devices last seen at most this long ago, e.g. 30m")
 
     p = command(sub, "import", commands.import_mapping, "import a hand-written update server's MAC → version table")
     p.add_argument("file", metavar="FILE", help="PHP array ($db = array(...)), JSON {mac: version} or CSV mac,version")

@@ -14,7 +14,7 @@ from typing import Any
 from otafleet import plans, rollout, windows
 from otafleet.controller import RolloutStatus, RunReport
 from otafleet.decision import Decision
-from otafleet.fleet import ChannelSummary, FleetOverview, ProductVersions, TrackStatus, device_version
+from otafleet.fleet import ChannelSummary, FleetOverview, ProductVersions, TrackStatus, device_version, last_seen
 from otafleet.models import Attempt, Channel, Device, Kind, Product, ProductKey, Release, ReleaseState, TrackState
 from otafleet.protocol import is_device_mac, not_a_device
 from otafleet.rhythm import LEARNED_AFTER, epoch, learned
@@ -591,7 +591,7 @@ def devices_table(devices: Sequence[Device], seen: dict[str, str] | None = None)
                 d.product if d.assigned else None,
                 d.channel if d.assigned else None,
                 device_version(d),
-                d.reported.at,
+                last_seen(d),
                 d.last_reason,
                 _notes(d, seen.get(d.mac)),
             ]

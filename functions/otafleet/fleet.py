@@ -49,6 +49,7 @@ from otafleet.models import (
     Window,
 )
 from otafleet.protocol import is_device_mac, normalise_mac, not_a_device
+from otafleet.rhythm import epoch
 from otafleet.service import utc_now
 from otafleet.storage.catalog import CatalogStore, TrackChange
 from otafleet.storage.devices import DeviceStore
@@ -189,6 +190,67 @@ def device_version(device: Device) -> str | None:
     """The version a device runs as far as the service knows (attempts.running_version's rule), from
     what it last reported."""
     return attempts.running_version(device, device.reported.version, device.reported.sketch_md5)
+
+
+# What `otafleet devices --state` filters by: the facts the service keeps about each device.
+DEVICE_STATES = (
+    "unassigned",  # seen checking in, never assigned (or unassigned by a forced product delete)
+    "blocked",
+    "pinned",
+    "offered",  # an attempt in flight: handed an image, the next checks will tell
+    "installed",
+    "failed",  # an attempt failed, or a release is on its failed list
+    "unknown",  # an attempt ended without evidence either way
+    "silent",  # handed an image and not heard from since, far longer than its rhythm allows
+    "never-seen",  # assigned, but no check of it was ever recorded
+)
+
+
+def device_states(device: Device) -> frozenset[str]:
+    """Which of DEVICE_STATES hold for the device (several can)."""
+    found = {a.state.value for a in device.attempts.values()}
+    if not device.assigned:
+        found.add("unassigned")
+    if device.blocked:
+        found.add("blocked")
+    if device.pins:
+        found.add("pinned")
+    if device.failed:
+        found.add("failed")
+    if last_seen(device) is None:
+        found.add("never-seen")
+    return frozenset(found)
+
+
+def last_seen(device: Device) -> str | None:
+    """When the device was last seen, to the heartbeat's resolution: a check that changes nothing is not
+    written until the record is CHECK_HEARTBEAT_MINUTES old (check_writes.py)."""
+    return device.last_seen or device.reported.at
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """`otafleet devices` filters; None passes everything. Seen-spans are seconds before now."""
+
+    version: str | None = None  # the version it runs (device_version)
+    state: str | None = None  # one of DEVICE_STATES
+    seen_before: int | None = None  # last seen longer ago than this (never-seen devices do not match)
+    seen_within: int | None = None  # last seen at most this long ago
+
+    def matches(self, device: Device, now: int) -> bool:
+        if self.version is not None and device_version(device) != self.version:
+            return False
+        if self.state is not None and self.state not in device_states(device):
+            return False
+        if self.seen_before is None and self.seen_within is None:
+            return True
+        seen = last_seen(device)
+        if seen is None:
+            return False
+        age = now - epoch(seen)
+        if self.seen_before is not None and age <= self.seen_before:
+            return False
+        return self.seen_within is None or age <= self.seen_within
 
 
 def distribution(devices: Iterable[Device]) -> tuple[ProductVersions, ...]:
@@ -779,11 +841,26 @@ class Fleet:
             return self.device(mac)
         raise FleetError(f"{mac} changed while retrying it; try again")
 
-    def list_devices(self, product: str | None = None, *, unassigned: bool = False) -> FleetOverview:
+    def list_devices(
+        self, product: str | None = None, *, unassigned: bool = False, where: DeviceFilter | None = None
+    ) -> FleetOverview:
         """The fleet (optionally one product's devices, or only the unassigned ones: with a product, the
-        unassigned devices that asked for it by URL), its version distribution and the rollouts to watch."""
+        unassigned devices that asked for it by URL; and only those `where` matches), the version
+        distribution of the listed devices and the rollouts to watch."""
         if product is not None:
             self.catalog(product)
+        if where is not None:
+            if where.state is not None and where.state not in DEVICE_STATES:
+                raise FleetError(f"unknown device state {where.state!r}; choose one of {', '.join(DEVICE_STATES)}")
+            if where.version is not None:
+                check_name("version", where.version)
+            if (
+                where.seen_before is not None
+                and where.seen_within is not None
+                and where.seen_within <= where.seen_before
+            ):
+                raise FleetError("--seen-within must be longer than --seen-before, or no device can match both")
+        now = epoch(self.clock())
         devices: list[Device] = []
         seen: dict[str, str] = {}
         for device, seen_product in self.devices_store.scan_seen():
@@ -791,6 +868,8 @@ class Fleet:
                 if device.assigned or (product is not None and seen_product != product):
                     continue
             elif product is not None and not (device.assigned and device.product == product):
+                continue
+            if where is not None and not where.matches(device, now):
                 continue
             devices.append(device)
             if seen_product and not device.assigned:
@@ -868,8 +947,10 @@ def _track(catalog: Catalog, channel: str, kind: Kind) -> Track:
 
 
 __all__ = [
+    "DEVICE_STATES",
     "ChannelSummary",
     "Deleted",
+    "DeviceFilter",
     "Fleet",
     "FleetError",
     "FleetOverview",
@@ -878,8 +959,10 @@ __all__ = [
     "TrackStatus",
     "VersionCount",
     "check_name",
+    "device_states",
     "device_version",
     "distribution",
+    "last_seen",
     "parse_mac",
     "sort_versions",
 ]

@@ -708,6 +708,71 @@ def test_devices_with_version_distribution(door: World, run: Run) -> None:
     assert len(run("devices", "--product", "door", "--json").json()["devices"]) == 3
 
 
+def seen_long_ago(world: World, mac: str, reported: Reported) -> None:
+    """What a check long ago wrote (World.device writes only what an operator sets)."""
+    from otafleet.storage.dynamo import to_item
+    from otafleet.storage.items import reported_to_map
+
+    clients.dynamodb(world.settings).update_item(
+        TableName=world.settings.devices_table,
+        Key={"mac": {"S": mac}},
+        UpdateExpression="SET reported = :r, last_seen = :at",
+        ExpressionAttributeValues=to_item({":r": reported_to_map(reported), ":at": reported.at}),
+    )
+
+
+def test_devices_filters(door: World, run: Run) -> None:
+    macs = [f"5C:CF:7F:00:00:0{i}" for i in range(2, 5)]
+    assert check(door, MAC, version="0.9.0") == 302  # offered 1.0.0 just now
+    long_ago = "2026-01-01T00:00:00Z"
+    door.device(macs[0])
+    seen_long_ago(door, macs[0], Reported(version="1.0.0", at=long_ago))
+    door.device(macs[1], blocked=True)
+    door.device(macs[2], pins={Kind.APP: "1.1.0"})
+
+    def listed(*argv: str) -> list[str]:
+        result = run("devices", "--product", "door", *argv, "--json")
+        assert result.code == 0, result.err
+        return [d["mac"] for d in result.json()["devices"]]
+
+    assert listed("--state", "offered") == [MAC]
+    assert listed("--state", "never-seen") == macs[1:]
+    assert listed("--state", "blocked") == [macs[1]]
+    assert listed("--state", "pinned") == [macs[2]]
+    assert listed("--state", "silent") == []
+    assert listed("--version", "1.0.0") == [macs[0]]
+    assert listed("--version", "0.9.0", "--state", "offered") == [MAC]
+    assert listed("--seen-before", "3d") == [macs[0]]
+    assert listed("--seen-within", "1h") == [MAC]
+    assert listed("--seen-before", "1h", "--seen-within", "1000d") == [macs[0]]
+    # The distribution is of the listed devices.
+    data = run("devices", "--version", "1.0.0", "--json").json()
+    assert data["distribution"] == [{"product": "door", "versions": [{"version": "1.0.0", "devices": 1}]}]
+    table = run("devices", "--seen-before", "3d").out.splitlines()
+    assert table[1].split()[:5] == [macs[0], "door", "stable", "1.0.0", long_ago]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seen-before", "soon"], "--seen-before: not a duration: 'soon'"),
+        (["--seen-within=-1h"], "--seen-within: not a duration: '-1h'"),
+        (["--seen-before", "2h", "--seen-within", "1h"], "--seen-within must be longer than --seen-before"),
+        (["--version", "a b"], "invalid version 'a b'"),
+        (["--product", "nope", "--state", "failed"], "unknown product 'nope'"),
+    ],
+)
+def test_devices_filter_mistakes(door: World, run: Run, argv: list[str], message: str) -> None:
+    result = run("devices", *argv)
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: {message}")
+
+
+def test_devices_unknown_state_is_a_usage_error(door: World, run: Run) -> None:
+    result = run("devices", "--state", "bricked")
+    assert result.code == 2 and "invalid choice: 'bricked'" in result.err
+
+
 def test_devices_lists_a_zero_mac_record_with_a_warning_and_does_not_count_it(door: World, run: Run) -> None:
     # What an earlier otafleet stored for every arduino-esp32 3.x Ethernet board of the fleet.
     door.device(ZERO_MAC, "door", reported=Reported(version="0.9.0"), checks=40)
