@@ -62,7 +62,7 @@ def info(conn: Connection, args: Any, out: Output) -> int:
 
 def products(conn: Connection, args: Any, out: Output) -> int:
     found = conn.fleet.products()
-    out.emit([views.product_dict(p) for p in found], views.products_table(found))
+    out.emit_rows([views.product_dict(p) for p in found], views.products_table(found), *views.product_rows(found))
     return 0
 
 
@@ -86,7 +86,8 @@ def releases(conn: Connection, args: Any, out: Output) -> int:
     found = fleet.releases(args.product, with_rejections=True)
     channels = fleet.channels(args.product)
     data = [{**views.release_dict(r), "channels": views.serving(r, channels)} for r in found]
-    out.emit(data, views.releases_table(found, channels, fleet.keys(args.product)))
+    keys = fleet.keys(args.product)
+    out.emit_rows(data, views.releases_table(found, channels, keys), *views.release_rows(found, channels, keys))
     return 0
 
 
@@ -164,7 +165,8 @@ def channel_set(conn: Connection, args: Any, out: Output) -> int:
 
 def channels(conn: Connection, args: Any, out: Output) -> int:
     found = conn.fleet.channel_list(args.product)
-    out.emit([views.channel_dict(c) for c in found], views.channels_table(found, args.product))
+    data = [views.channel_dict(c) for c in found]
+    out.emit_rows(data, views.channels_table(found, args.product), *views.channel_rows(found))
     return 0
 
 
@@ -391,7 +393,11 @@ def devices(conn: Connection, args: Any, out: Output) -> int:
         seen_within=_duration("--seen-within", args.seen_within),
     )
     overview = conn.fleet.list_devices(args.product, unassigned=args.unassigned, where=where)
-    out.emit(views.overview_dict(overview), views.overview_text(overview))
+    if out.format == "csv":  # the device rows only; what a person would read beside them goes to stderr
+        for warning in views.not_a_device_warnings(overview.devices):
+            out.note(warning)
+    rows = views.device_rows(overview.devices, overview.seen_products)
+    out.emit_rows(views.overview_dict(overview), views.overview_text(overview), *rows)
     return 0
 
 
@@ -429,3 +435,8 @@ def import_mapping(conn: Connection, args: Any, out: Output) -> int:
         catalog=conn.fleet.catalog_store,
         out=out.stdout,
     )
+
+
+# The list commands, which alone have a CSV form (`--output csv`); each is named as its command.
+CSV_COMMANDS = (products, releases, channels, devices)
+CSV_COMMAND_NAMES = ", ".join(c.__name__ for c in CSV_COMMANDS)

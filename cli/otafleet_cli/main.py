@@ -11,7 +11,7 @@ from typing import Any
 from otafleet.fleet import DEVICE_STATES, FleetError
 from otafleet.models import PLATFORMS, Delivery
 from otafleet_cli import commands, upload
-from otafleet_cli.output import Output
+from otafleet_cli.output import FORMATS, Output
 from otafleet_cli.stack import DEFAULT_STACK, LOCAL_HINT, CliError, Connection, endpoint_url
 
 Handler = Callable[[Connection, Any, Output], int]
@@ -34,7 +34,15 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile to use")
     parser.add_argument("--region", default=argparse.SUPPRESS, help="AWS region of the stack")
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    parser.add_argument(
+        "--output",
+        choices=FORMATS,
+        default=argparse.SUPPRESS,
+        help=f"table (default), json, or csv (the list commands: {commands.CSV_COMMAND_NAMES})",
+    )
+    parser.add_argument(
+        "--json", dest="output", action="store_const", const="json", default=argparse.SUPPRESS, help="--output json"
+    )
 
 
 def _version() -> str:
@@ -442,14 +450,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help, or a usage error argparse already printed
         return done.code if isinstance(done.code, int) else 2
     options = vars(args)
-    out = Output(sys.stdout, sys.stderr, as_json=bool(options.get("json", False)))
+    out = Output(sys.stdout, sys.stderr, format=options.get("output", "table"))
+    handler: Handler = args.handler
+    if out.format == "csv" and handler not in commands.CSV_COMMANDS:
+        # Refused before the command runs: a change must not be made and then fail to print.
+        out.error(f"--output csv is for the list commands ({commands.CSV_COMMAND_NAMES}); use --output json")
+        return 2
     profile: str | None = options.get("profile")
     conn = Connection(
         options.get("stack_name") or os.environ.get("OTAFLEET_STACK") or DEFAULT_STACK,
         profile,
         options.get("region"),
     )
-    handler: Handler = args.handler
     try:
         return handler(conn, args, out)
     except FleetError as err:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
@@ -31,6 +33,20 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     for row in [list(headers), *cells]:
         lines.append("  ".join(text.ljust(widths[i]) for i, text in enumerate(row)).rstrip())
     return "\n".join(lines)
+
+
+def csv_cell(value: object) -> str:
+    """How one value reads in CSV: like a table cell, but nothing is an empty field, not `-`."""
+    return "" if value is None or value == "" else cell(value)
+
+
+def csv_text(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A header row and one row per record, quoted by the csv module where a cell needs it."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows([csv_cell(v) for v in row] for row in rows)
+    return buffer.getvalue().removesuffix("\n")
 
 
 def fields(pairs: Sequence[tuple[str, object]], indent: int = 0) -> str:
@@ -78,17 +94,33 @@ def dumps(value: Any) -> str:
     return json.dumps(jsonable(value), indent=2, ensure_ascii=False)
 
 
-class Output:
-    """Where a command writes: its data to stdout (as JSON with --json), notes and errors to stderr."""
+# --output: table for people (the default), json for scripts, csv for the list commands.
+FORMATS = ("table", "json", "csv")
 
-    def __init__(self, stdout: TextIO, stderr: TextIO, *, as_json: bool = False) -> None:
+
+class Output:
+    """Where a command writes: its data to stdout (as JSON or CSV with --output), notes and errors to stderr."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO, *, as_json: bool = False, format: str | None = None) -> None:
         self.stdout = stdout
         self.stderr = stderr
-        self.as_json = as_json
+        self.format = format or ("json" if as_json else "table")
+
+    @property
+    def as_json(self) -> bool:
+        return self.format == "json"
 
     def emit(self, data: Any, human: str) -> None:
-        """Print `data` as JSON with --json, else the human rendering."""
+        """Print `data` as JSON with --output json, else the human rendering (commands that are not lists
+        have no CSV form: main refuses --output csv for them before they run)."""
         self.line(dumps(data) if self.as_json else human)
+
+    def emit_rows(self, data: Any, human: str, headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+        """A list command's output: JSON `data`, CSV of `headers` and `rows`, or the human rendering."""
+        if self.format == "csv":
+            self.line(csv_text(headers, rows))
+        else:
+            self.emit(data, human)
 
     def line(self, text: str = "") -> None:
         self.stdout.write(text + "\n")

@@ -39,16 +39,24 @@ def product_dict(p: Product) -> dict[str, Any]:
     }
 
 
-def products_table(products: Sequence[Product]) -> str:
-    if not products:
-        return "no products yet: create one with `otafleet product create NAME --platform esp8266`"
-    return table(
+# A list command's columns and rows: the table and the CSV of `--output csv` are made of the same.
+Rows = tuple[list[str], list[list[object]]]
+
+
+def product_rows(products: Sequence[Product]) -> Rows:
+    return (
         ["PRODUCT", "PLATFORM", "DELIVERY", "ENROLL", "AUTH", "DOWNGRADE", "DEFAULT CHANNEL"],
         [
             [p.name, p.platform, p.delivery, p.enroll, p.auth_required, p.allow_downgrade, p.default_channel]
             for p in products
         ],
     )
+
+
+def products_table(products: Sequence[Product]) -> str:
+    if not products:
+        return "no products yet: create one with `otafleet product create NAME --platform esp8266`"
+    return table(*product_rows(products))
 
 
 def product_fields(p: Product) -> str:
@@ -175,10 +183,8 @@ def serving(release: Release, channels: Iterable[Channel]) -> list[str]:
     return marks
 
 
-def releases_table(releases: Sequence[Release], channels: Sequence[Channel], keys: Sequence[ProductKey] = ()) -> str:
-    if not releases:
-        return "no releases yet: upload one with `otafleet upload FILE --product PRODUCT`"
-    return table(
+def release_rows(releases: Sequence[Release], channels: Sequence[Channel], keys: Sequence[ProductKey] = ()) -> Rows:
+    return (
         ["KIND", "VERSION", "STATE", "SIZE", "CHIP", "UPLOADED", "CHANNELS", "MD5", "SIGNATURE", "OBJECT", "REASON"],
         [
             [
@@ -190,13 +196,19 @@ def releases_table(releases: Sequence[Release], channels: Sequence[Channel], key
                 r.uploaded_at,
                 ", ".join(serving(r, channels)),
                 r.md5,
-                signature_text(r, keys) or "-",
+                signature_text(r, keys),
                 r.s3_key,
                 r.reason,
             ]
             for r in releases
         ],
     )
+
+
+def releases_table(releases: Sequence[Release], channels: Sequence[Channel], keys: Sequence[ProductKey] = ()) -> str:
+    if not releases:
+        return "no releases yet: upload one with `otafleet upload FILE --product PRODUCT`"
+    return table(*release_rows(releases, channels, keys))
 
 
 # --- channels ---------------------------------------------------------------------------------------
@@ -277,29 +289,26 @@ def channel_dict(c: ChannelSummary) -> dict[str, Any]:
     }
 
 
-CHANNEL_HEADERS = ["CHANNEL", "KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "DEVICES", "WINDOW"]
-
-
-def channel_rows(channels: Sequence[ChannelSummary]) -> list[list[object]]:
+def channel_rows(channels: Sequence[ChannelSummary]) -> Rows:
     """One row per track (a channel without tracks gets one row of dashes)."""
     rows: list[list[object]] = []
     for c in channels:
-        name = c.channel.name + (" (default)" if c.default else "")
+        head: list[object] = [c.channel.name, c.default]
         window = windows.describe(c.channel.window) if c.channel.window else None
         for t in c.tracks or (None,):
             if t is None:
-                rows.append([name, None, None, None, None, None, c.devices, window])
+                rows.append([*head, None, None, None, None, None, c.devices, window])
             else:
-                rows.append(
-                    [name, t.kind, t.track.version, t.track.previous, f"{t.track.percent}%", t.state, c.devices, window]
-                )
-    return rows
+                track = [t.kind, t.track.version, t.track.previous, f"{t.track.percent}%", t.state]
+                rows.append([*head, *track, c.devices, window])
+    headers = ["CHANNEL", "DEFAULT", "KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "DEVICES", "WINDOW"]
+    return headers, rows
 
 
 def channels_table(channels: Sequence[ChannelSummary], product: str) -> str:
     if not channels:
         return f"{product} has no channels yet: `otafleet channel set {product} CHANNEL VERSION` creates one"
-    return table(CHANNEL_HEADERS, channel_rows(channels))
+    return table(*channel_rows(channels))
 
 
 def track_advice(statuses: Iterable[TrackStatus]) -> list[str]:
@@ -581,9 +590,9 @@ def _notes(d: Device, seen_product: str | None) -> str:
     return "; ".join(notes)
 
 
-def devices_table(devices: Sequence[Device], seen: dict[str, str] | None = None) -> str:
+def device_rows(devices: Sequence[Device], seen: dict[str, str] | None = None) -> Rows:
     seen = seen or {}
-    return table(
+    return (
         ["MAC", "PRODUCT", "CHANNEL", "VERSION", "LAST SEEN", "LAST ANSWER", "NOTES"],
         [
             [
@@ -598,6 +607,10 @@ def devices_table(devices: Sequence[Device], seen: dict[str, str] | None = None)
             for d in devices
         ],
     )
+
+
+def devices_table(devices: Sequence[Device], seen: dict[str, str] | None = None) -> str:
+    return table(*device_rows(devices, seen))
 
 
 def not_a_device_warnings(devices: Iterable[Device]) -> list[str]:

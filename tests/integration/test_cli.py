@@ -875,15 +875,62 @@ def test_channels(door: World, run: Run) -> None:
     result = run("channels", "door")
     assert result.code == 0, result.err
     lines = result.out.splitlines()
-    assert lines[0].split() == ["CHANNEL", "KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "DEVICES", "WINDOW"]
-    assert lines[1].split()[:6] == ["beta", "app", "1.1.0", "-", "50%", "active"]
-    assert lines[2].split()[:7] == ["stable", "(default)", "app", "1.0.0", "-", "100%", "active"]
+    headers = ["CHANNEL", "DEFAULT", "KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "DEVICES", "WINDOW"]
+    assert lines[0].split() == headers
+    assert lines[1].split()[:8] == ["beta", "no", "app", "1.1.0", "-", "50%", "active", "0"]
+    assert lines[2].split() == ["stable", "yes", "app", "1.0.0", "-", "100%", "active", "1", "-"]
     data = run("channels", "door", "--json").json()
     assert [(c["channel"], c["default"], c["devices"]) for c in data] == [("beta", False, 0), ("stable", True, 1)]
     assert data[0]["window"] and data[0]["tracks"][0]["version"] == "1.1.0"
     run("product", "create", "cam", "--platform", "esp32")
     assert "cam has no channels yet" in run("channels", "cam").out
     assert "unknown product 'nope'" in run("channels", "nope").err
+
+
+def csv_rows(result: Result) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    assert result.code == 0, result.err
+    return list(csv.DictReader(io.StringIO(result.out)))
+
+
+def test_output_csv_for_the_list_commands(door: World, run: Run) -> None:
+    run("channel", "set", "door", "beta", "1.1.0", "--percent", "50")
+    run("window", "set", "door", "mon-fri 01:00-05:00", "--channel", "beta")
+    products = csv_rows(run("--output", "csv", "products"))
+    assert [(p["PRODUCT"], p["PLATFORM"], p["DEFAULT CHANNEL"]) for p in products] == [("door", "esp8266", "stable")]
+    releases = csv_rows(run("releases", "door", "--output", "csv"))
+    assert [(r["VERSION"], r["STATE"], r["CHANNELS"], r["REASON"]) for r in releases] == [
+        ("1.0.0", "registered", "stable", ""),
+        ("1.1.0", "registered", "beta 50%", ""),
+    ]
+    channels = csv_rows(run("channels", "door", "--output", "csv"))
+    assert [(c["CHANNEL"], c["DEFAULT"], c["PERCENT"], c["PREVIOUS"]) for c in channels] == [
+        ("beta", "no", "50%", ""),
+        ("stable", "yes", "100%", ""),
+    ]
+    assert channels[0]["WINDOW"].startswith("mon")
+    devices = csv_rows(run("devices", "--output", "csv"))
+    assert [(d["MAC"], d["PRODUCT"], d["CHANNEL"]) for d in devices] == [(MAC, "door", "stable")]
+    # No rows: the header alone, so a script reads an empty table rather than a sentence.
+    assert run("devices", "--state", "silent", "--output", "csv").out == (
+        "MAC,PRODUCT,CHANNEL,VERSION,LAST SEEN,LAST ANSWER,NOTES\n"
+    )
+    # --output json is --json.
+    assert run("channels", "door", "--output", "json").json() == run("channels", "door", "--json").json()
+
+
+def test_output_csv_is_refused_before_a_command_that_is_no_list_runs(door: World, run: Run) -> None:
+    result = run("--output", "csv", "channel", "set", "door", "stable", "1.1.0")
+    assert result.code == 2
+    assert error_line(result) == (
+        "otafleet: error: --output csv is for the list commands (products, releases, channels, devices); "
+        "use --output json"
+    )
+    assert run("channel", "show", "door", "stable", "--json").json()[0]["version"] == "1.0.0"  # nothing changed
+    result = run("devices", "--output", "xml")
+    assert result.code == 2 and "invalid choice: 'xml'" in result.err
 
 
 def test_channel_delete(door: World, run: Run) -> None:

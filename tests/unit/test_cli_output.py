@@ -72,3 +72,19 @@ def test_output_separates_data_from_notes_and_errors() -> None:
     human = io.StringIO()
     Output(human, stderr).emit({"a": 1}, "human")
     assert human.getvalue() == "human\n"
+
+
+def test_csv_has_a_header_quotes_what_needs_it_and_leaves_nothing_empty() -> None:
+    from otafleet_cli.output import csv_text
+
+    text = csv_text(["A", "B", "C"], [["x, y", None, True], ['say "hi"', 3, Kind.FS]])
+    assert text.splitlines() == ["A,B,C", '"x, y",,yes', '"say ""hi""",3,fs']
+    assert csv_text(["A"], []) == "A"
+
+
+def test_output_csv_writes_rows_and_json_the_data() -> None:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    Output(stdout, stderr, format="csv").emit_rows({"a": 1}, "human", ["A"], [[1]])
+    Output(stdout, stderr, format="json").emit_rows({"a": 1}, "human", ["A"], [[1]])
+    Output(stdout, stderr).emit_rows({"a": 1}, "human", ["A"], [[1]])
+    assert stdout.getvalue() == 'A\n1\n{\n  "a": 1\n}\nhuman\n'
