@@ -21,7 +21,7 @@ Operate an otafleet stack: upload firmware, point channels at releases, stage an
 assign and inspect devices.
 
 The stack is found by its CloudFormation outputs (--stack-name, default 'otafleet' or $OTAFLEET_STACK).
-Against the local stack (make run): export AWS_ENDPOINT_URL=http://127.0.0.1:4566
+Against the local stack (make run): --endpoint-url URL (or AWS_ENDPOINT_URL) with the AWS endpoint it prints.
 """
 
 
@@ -34,6 +34,13 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile to use")
     parser.add_argument("--region", default=argparse.SUPPRESS, help="AWS region of the stack")
+    parser.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="AWS endpoint for every client, like the AWS CLI's (default: $AWS_ENDPOINT_URL, else AWS); for "
+        "the local stack the one make run prints",
+    )
     parser.add_argument(
         "--output",
         choices=FORMATS,
@@ -57,9 +64,13 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common)
+    try:
+        now = endpoint_url() or "AWS (AWS_ENDPOINT_URL is not set)"
+    except CliError as bad:
+        now = bad.message
     parser = argparse.ArgumentParser(
         prog="otafleet",
-        description=DESCRIPTION,
+        description=f"{DESCRIPTION}AWS endpoint now: {now}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
@@ -415,7 +426,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def describe_failure(exc: BaseException, profile: str | None = None) -> str:
+def describe_failure(exc: BaseException, profile: str | None = None, endpoint: str | None = None) -> str:
     """One line for an AWS-side failure, saying what to do about it when we can tell."""
     from botocore import exceptions as bx
 
@@ -432,8 +443,8 @@ def describe_failure(exc: BaseException, profile: str | None = None) -> str:
         if isinstance(e, bx.NoRegionError):
             return "no AWS region configured: pass --region or set AWS_REGION"
         if isinstance(e, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
-            where = e.kwargs.get("endpoint_url") or endpoint_url() or "AWS"
-            hint = f"; is the local stack running? ({LOCAL_HINT})" if endpoint_url() else ""
+            where = endpoint or e.kwargs.get("endpoint_url") or "AWS"  # as the operator gave it
+            hint = f"; is the local stack running? ({LOCAL_HINT})" if endpoint else ""
             return f"cannot reach {where}{hint}"
         if isinstance(e, bx.ClientError):
             error = e.response.get("Error", {})
@@ -441,6 +452,13 @@ def describe_failure(exc: BaseException, profile: str | None = None) -> str:
         if isinstance(e, bx.BotoCoreError):
             return f"AWS error: {e}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _endpoint(conn: Connection) -> str | None:
+    try:
+        return conn.endpoint_url
+    except CliError:
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -461,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.get("stack_name") or os.environ.get("OTAFLEET_STACK") or DEFAULT_STACK,
         profile,
         options.get("region"),
+        options.get("endpoint_url"),
     )
     try:
         return handler(conn, args, out)
@@ -478,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if os.environ.get("OTAFLEET_DEBUG"):
             raise
-        out.error(describe_failure(err, profile))
+        out.error(describe_failure(err, profile, _endpoint(conn)))
         return 1
 
 

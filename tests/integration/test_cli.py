@@ -156,11 +156,9 @@ def test_no_stack(world: World, run: Run) -> None:
     result = run("info")
     assert result.code == 1
     assert error_line(result).startswith("otafleet: error: stack 'otafleet' not found in region eu-west-1;")
-    assert (
-        "sam deploy" in result.err
-        and "make run" in result.err
-        and "AWS_ENDPOINT_URL=http://127.0.0.1:4566" in (result.err)
-    )
+    assert "sam deploy" in result.err and "make run" in result.err
+    assert "the AWS endpoint it prints as --endpoint-url URL (or AWS_ENDPOINT_URL)" in result.err
+    assert "4566" not in result.err  # the local stack's port is its own setting: make run prints it
     assert run("--region", "us-west-2", "devices").err.count("not found in region us-west-2") == 1
 
 
@@ -208,6 +206,31 @@ def test_local_endpoint_not_running(run: Run, monkeypatch: pytest.MonkeyPatch) -
     assert result.code == 1
     assert error_line(result).startswith(f"otafleet: error: cannot reach {endpoint}")
     assert "is the local stack running?" in result.err
+
+
+def test_endpoint_url_option_not_running_names_it(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    result = run("--endpoint-url", endpoint, "devices")
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: cannot reach {endpoint}; is the local stack running?")
+    # The option wins over the environment variable.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    assert f"cannot reach {endpoint}" in run("info", "--endpoint-url", endpoint).err
+
+
+def test_endpoint_url_mistakes_and_help(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run("--endpoint-url", "localhost:4566", "info")
+    assert result.code == 1
+    assert error_line(result) == (
+        "otafleet: error: --endpoint-url: not an endpoint URL: 'localhost:4566' (expected http://HOST:PORT or https://HOST)"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "nonsense")
+    assert "AWS_ENDPOINT_URL: not an endpoint URL: 'nonsense'" in run("info").err
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://192.0.2.7:4999")
+    assert "AWS endpoint now: http://192.0.2.7:4999" in " ".join(run("--help").out.split())
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert "AWS endpoint now: AWS (AWS_ENDPOINT_URL is not set)" in " ".join(run("--help").out.split())
 
 
 def test_local_endpoint_needs_no_real_credentials_or_region(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1265,23 +1288,26 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop()
 
 
-def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> None:
+def local_stack(endpoint: str, name: str = "otafleet", prefix: str = "local") -> Any:
+    """What make run registers on its AWS endpoint: the tables, the bucket and a stack naming them (the
+    endpoint's server shares moto's state across tests: each test takes its own names). Returns its S3."""
     from otafleet.config import Settings
     from otafleet_local import resources
 
     session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
-    settings = Settings("local-devices", "local-catalog", "local-firmware", "us-east-1", endpoint_url=endpoint)
+    names = (f"{prefix}-devices", f"{prefix}-catalog", f"{prefix}-firmware")
+    settings = Settings(*names, "us-east-1", endpoint_url=endpoint)
     s3 = session.client("s3", endpoint_url=endpoint)
     resources.create(settings, session.client("dynamodb", endpoint_url=endpoint), s3)
     outputs = {
         "ApiUrl": "http://127.0.0.1:3000",
-        "FirmwareBucketName": "local-firmware",
-        "DevicesTableName": "local-devices",
-        "CatalogTableName": "local-catalog",
+        "FirmwareBucketName": names[2],
+        "DevicesTableName": names[0],
+        "CatalogTableName": names[1],
         "Region": "us-east-1",
     }
     session.client("cloudformation", endpoint_url=endpoint).create_stack(
-        StackName="otafleet",
+        StackName=name,
         TemplateBody=json.dumps(
             {
                 "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
@@ -1289,6 +1315,11 @@ def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> N
             }
         ),
     )
+    return s3
+
+
+def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> None:
+    s3 = local_stack(endpoint)
 
     info = run("info", "--json")
     assert info.code == 0, info.err
@@ -1303,6 +1334,23 @@ def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> N
     assert (head["ContentLength"], head["Metadata"]) == (4096, {"channel": "beta"})
     assert run("device", "assign", MAC, "--product", "door", "--json").json()["channel"] == "stable"
     assert run("devices", "--json").json()["devices"][0]["mac"] == MAC
+
+
+def test_endpoint_url_option_reaches_every_client(
+    endpoint: str, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = local_stack(endpoint, "otafleet-option", "option")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option says where AWS is
+    opt = ("--endpoint-url", endpoint, "--stack-name", "otafleet-option")
+    info = run(*opt, "info", "--json")
+    assert info.code == 0, info.err
+    assert info.json()["endpoint_url"] == endpoint
+    assert run(*opt, "product", "create", "door", "--platform", "esp8266").code == 0  # DynamoDB
+    image = tmp_path / "door-2.0.0.bin"
+    image.write_bytes(fake_image("door-2.0.0"))
+    assert run(*opt, "upload", str(image), "--product", "door", "--timeout", "0").code == 2  # S3, nothing registers
+    assert s3.head_object(Bucket="option-firmware", Key="firmware/door/2.0.0.bin")["ContentLength"] == 4096
+    assert run("rollout", "tick", *opt).code == 0  # the controller's own clients (Settings.endpoint_url)
 
 
 def test_import_php_mapping_dry_run_then_apply(door: World, run: Run, tmp_path: Path) -> None:
