@@ -434,6 +434,7 @@ def import_mapping(conn: Connection, args: Any, out: Output) -> int:
         devices=conn.fleet.devices_store,
         catalog=conn.fleet.catalog_store,
         out=out.stdout,
+        as_json=out.as_json,
     )
 
 

@@ -1368,6 +1368,22 @@ def test_import_php_mapping_dry_run_then_apply(door: World, run: Run, tmp_path: 
     assert device is not None and device.product == "door" and device.pins == {Kind.APP: "1.1.0"}
 
 
+def test_import_json(door: World, run: Run, tmp_path: Path) -> None:
+    mapping = tmp_path / "devices.csv"
+    mapping.write_text("mac,version\n18:FE:AA:AA:AA:AA,1.0.0\n00:00:00:00:00:00,1.0.0\n")
+    dry = run("import", str(mapping), "--product", "door", "--dry-run", "--json")
+    assert dry.code == 1  # an entry was skipped
+    data = dry.json()
+    assert (data["dry_run"], data["written"], data["counts"]["new"], data["counts"]["skipped"]) == (True, 0, 1, 1)
+    assert [c["mac"] for c in data["changes"]] == ["18:FE:AA:AA:AA:AA"] and "not a device" in data["skipped"][0][
+        "reason"
+    ]
+    assert door.devices.get("18:FE:AA:AA:AA:AA") is None
+    applied = run("--output", "json", "import", str(mapping), "--product", "door").json()
+    assert (applied["dry_run"], applied["written"]) == (False, 1)
+    assert door.devices.get("18:FE:AA:AA:AA:AA") is not None
+
+
 def test_import_skips_the_zero_mac_with_the_reason(door: World, run: Run, tmp_path: Path) -> None:
     mapping = tmp_path / "devices.csv"
     mapping.write_text("mac,version\n00:00:00:00:00:00,1.0.0\n18:FE:AA:AA:AA:AA,1.0.0\n")
