@@ -62,6 +62,21 @@ def percent(rate: float | None) -> str:
     return "-" if rate is None else f"{rate * 100:.1f}%"
 
 
+def whole_percentages(counts: Sequence[int]) -> list[int]:
+    """Each count's share in whole percent, adding up to exactly 100 (largest remainder: each share is
+    rounded down, then the points left go to the largest remainders, earlier entries first on ties), so
+    a distribution never reads 33 % + 33 % + 33 %. All zero for no counts."""
+    total = sum(counts)
+    if total <= 0:
+        return [0 for _ in counts]
+    floors = [c * 100 // total for c in counts]
+    left = 100 - sum(floors)
+    by_remainder = sorted(range(len(counts)), key=lambda i: (-(counts[i] * 100 % total), i))
+    for i in by_remainder[:left]:
+        floors[i] += 1
+    return floors
+
+
 def duration(seconds: float | None) -> str:
     """A span of time as people read it: `45 s`, `12 min`, `1.5 h`, `3 d`."""
     if seconds is None:

@@ -18,7 +18,7 @@ from otafleet.fleet import ChannelSummary, FleetOverview, ProductVersions, Track
 from otafleet.models import Attempt, Channel, Device, Kind, Product, ProductKey, Release, ReleaseState, TrackState
 from otafleet.protocol import is_device_mac, not_a_device
 from otafleet.rhythm import LEARNED_AFTER, epoch, learned
-from otafleet_cli.output import duration, fields, jsonable, percent, table
+from otafleet_cli.output import duration, fields, jsonable, percent, table, whole_percentages
 
 # --- products ---------------------------------------------------------------------------------------
 
@@ -642,10 +642,9 @@ def distribution_dict(dist: Sequence[ProductVersions]) -> list[dict[str, Any]]:
 def distribution_text(dist: Sequence[ProductVersions]) -> str:
     rows = []
     for p in dist:
-        total = sum(v.devices for v in p.versions)
-        for v in p.versions:
-            share = f"{v.devices * 100 / total:.0f}%" if total else "-"
-            rows.append([p.product or "(unassigned)", v.version or "(unknown)", v.devices, share])
+        shares = whole_percentages([v.devices for v in p.versions])
+        for v, share in zip(p.versions, shares, strict=True):
+            rows.append([p.product or "(unassigned)", v.version or "(unknown)", v.devices, f"{share}%"])
     return table(["PRODUCT", "VERSION", "DEVICES", "SHARE"], rows)
 
 

@@ -88,3 +88,14 @@ def test_output_csv_writes_rows_and_json_the_data() -> None:
     Output(stdout, stderr, format="json").emit_rows({"a": 1}, "human", ["A"], [[1]])
     Output(stdout, stderr).emit_rows({"a": 1}, "human", ["A"], [[1]])
     assert stdout.getvalue() == 'A\n1\n{\n  "a": 1\n}\nhuman\n'
+
+
+def test_whole_percentages_add_up_to_100_by_largest_remainder() -> None:
+    from otafleet_cli.output import whole_percentages
+
+    assert whole_percentages([1, 1, 1]) == [34, 33, 33]  # a tie: the earlier entry gets the point
+    assert whole_percentages([1, 2]) == [33, 67]
+    assert whole_percentages([2, 1, 1, 1, 1, 1]) == [29, 15, 14, 14, 14, 14]
+    assert sum(whole_percentages([7, 13, 1, 999])) == 100
+    assert whole_percentages([5]) == [100]
+    assert whole_percentages([]) == [] and whole_percentages([0, 0]) == [0, 0]
