@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from otafleet.fleet import DEVICE_STATES, FleetError
 from otafleet.models import PLATFORMS, Delivery
 from otafleet_cli import commands, upload
-from otafleet_cli.output import FORMATS, Output
+from otafleet_cli.output import FORMATS, TABLE_WIDTH, Output
 from otafleet_cli.stack import DEFAULT_STACK, LOCAL_HINT, CliError, Connection, endpoint_url
 
 Handler = Callable[[Connection, Any, Output], int]
@@ -481,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.get("region"),
         options.get("endpoint_url"),
     )
+    # Tables fit a terminal; in a pipe or a file they keep every character.
+    width = shutil.get_terminal_size().columns if out.stdout.isatty() else None
+    token = TABLE_WIDTH.set(width)
     try:
         return handler(conn, args, out)
     except FleetError as err:
@@ -499,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         out.error(describe_failure(err, profile, _endpoint(conn)))
         return 1
+    finally:
+        TABLE_WIDTH.reset(token)
 
 
 if __name__ == "__main__":

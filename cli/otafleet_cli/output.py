@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from enum import Enum
 from typing import Any, TextIO
 
@@ -22,17 +23,47 @@ def cell(value: object) -> str:
     return str(value)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Columns padded to their widest cell, two spaces apart; no trailing blanks."""
+# The terminal's width when stdout is one (main sets it), else None: piped output is never cut.
+TABLE_WIDTH: ContextVar[int | None] = ContextVar("TABLE_WIDTH", default=None)
+NARROWEST = 8  # a cut column keeps at least this many characters, or the table is left wider
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, width: int | None = None) -> str:
+    """Columns padded to their widest cell, two spaces apart; no trailing blanks. Wider than `width`
+    (default TABLE_WIDTH), the widest column is cut (its cells end in `…`), then the next widest, so a
+    long reason or note does not wrap every row of the table."""
     cells = [[cell(v) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
         for i, text in enumerate(row):
             widths[i] = max(widths[i], len(text))
+    widths = _fitted(widths, width if width is not None else TABLE_WIDTH.get())
     lines = []
     for row in [list(headers), *cells]:
-        lines.append("  ".join(text.ljust(widths[i]) for i, text in enumerate(row)).rstrip())
+        lines.append("  ".join(_cut(text, widths[i]).ljust(widths[i]) for i, text in enumerate(row)).rstrip())
     return "\n".join(lines)
+
+
+def _fitted(widths: list[int], limit: int | None) -> list[int]:
+    if not limit or not widths:
+        return widths
+    widths = list(widths)
+    excess = sum(widths) + 2 * (len(widths) - 1) - limit
+    while excess > 0:
+        widest = max(range(len(widths)), key=lambda i: widths[i])
+        room = widths[widest] - NARROWEST
+        if room <= 0:
+            break  # every column is as narrow as it may get
+        others = sorted(widths, reverse=True)[1] if len(widths) > 1 else 0
+        # Cut the widest down to the next widest at most, so the cut spreads over the widest columns.
+        cut = min(excess, room, max(1, widths[widest] - others))
+        widths[widest] -= cut
+        excess -= cut
+    return widths
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def csv_cell(value: object) -> str:

@@ -4,6 +4,7 @@ the world's tables and bucket, every command's happy path, its main mistakes and
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import socket
@@ -908,6 +909,28 @@ def test_channels(door: World, run: Run) -> None:
     run("product", "create", "cam", "--platform", "esp32")
     assert "cam has no channels yet" in run("channels", "cam").out
     assert "unknown product 'nope'" in run("channels", "nope").err
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tables_fit_the_terminal_and_pipes_keep_everything(
+    door: World, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setenv("COLUMNS", "120")  # what shutil.get_terminal_size reads first
+    captured, terminal = sys.stdout, Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(["releases", "door"]) == 0
+    lines = terminal.getvalue().splitlines()
+    assert lines and all(len(line) <= 120 for line in lines) and "…" in lines[1]
+    assert lines[1].split()[:3] == ["app", "1.0.0", "registered"]  # the narrow columns are left whole
+    monkeypatch.setattr(sys, "stdout", captured)
+    piped = run("releases", "door").out.splitlines()
+    assert max(len(line) for line in piped) > 120 and "firmware/door/1.0.0.bin" in piped[1]
 
 
 def csv_rows(result: Result) -> list[dict[str, str]]:

@@ -99,3 +99,34 @@ def test_whole_percentages_add_up_to_100_by_largest_remainder() -> None:
     assert sum(whole_percentages([7, 13, 1, 999])) == 100
     assert whole_percentages([5]) == [100]
     assert whole_percentages([]) == [] and whole_percentages([0, 0]) == [0, 0]
+
+
+def test_table_fits_a_width_by_cutting_the_widest_column() -> None:
+    rows = [["door", "a reason that is far too long for a narrow terminal", 1]]
+    text = table(["NAME", "REASON", "N"], rows, width=30)
+    assert text.splitlines() == [
+        "NAME  REASON                 N",
+        "door  a reason that is far…  1",
+    ]
+    assert all(len(line) <= 30 for line in text.splitlines())
+    # Wide enough, or no width: every character stays.
+    assert "narrow terminal" in table(["NAME", "REASON", "N"], rows, width=200)
+    assert "narrow terminal" in table(["NAME", "REASON", "N"], rows)
+
+
+def test_table_cuts_the_widest_columns_evenly_and_never_below_a_floor() -> None:
+    rows = [["x" * 40, "y" * 40]]
+    first, second = table(["A", "B"], rows, width=42).splitlines()[1].split("  ")
+    assert (len(first), len(second)) == (20, 20) and first.endswith("…")
+    narrow = table(["A", "B"], rows, width=5).splitlines()[1]
+    assert narrow == "x" * 7 + "…  " + "y" * 7 + "…"  # 8 characters each at least: wider than asked
+
+
+def test_table_width_comes_from_the_terminal_only_when_main_sets_it() -> None:
+    from otafleet_cli.output import TABLE_WIDTH
+
+    token = TABLE_WIDTH.set(20)
+    try:
+        assert table(["REASON"], [["z" * 50]]).splitlines()[1] == "z" * 19 + "…"
+    finally:
+        TABLE_WIDTH.reset(token)
