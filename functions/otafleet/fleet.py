@@ -495,7 +495,8 @@ class Fleet:
     def delete_product(self, product: str, *, force: bool = False) -> Deleted:
         """Delete a product with its channels, releases, rejected uploads and counts. Refused while it has
         channels or devices assigned to it, unless `force`: then its devices are unassigned first (they keep
-        their records and history and are answered as unassigned devices until assigned again). The
+        their records and history, lose its pins, attempts and failed releases, and are answered as
+        unassigned devices until assigned again). The
         firmware objects in the bucket stay: the bucket is versioned, and deleting builds is not undoable."""
         catalog = self.catalog(product)
         devices = self._assigned_devices(product)
@@ -512,6 +513,11 @@ class Fleet:
             )
         for device in devices:
             self.devices_store.put(replace(device, product=None, channel=None, assigned=False, pins={}))
+            if device.failed or device.attempts or device.watch:
+                # They were the deleted product's releases: kept, they would meet another product's
+                # versions of the same name once the device is assigned again (assign keeps them when the
+                # device comes from no product), and a silence watch would look for a product that is gone.
+                self.devices_store.clear_failures(device.mac)
         items = self.catalog_store.delete_product(product)
         return Deleted(f"product {product}", items=items, unassigned=tuple(sorted(d.mac for d in devices)))
 

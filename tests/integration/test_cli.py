@@ -1008,6 +1008,7 @@ def test_device_delete(door: World, run: Run) -> None:
 
 
 def test_product_delete(door: World, run: Run) -> None:
+    assert check(door, version="0.9.0") == 302  # an attempt of door's 1.0.0 in flight
     result = run("product", "delete", "door")
     assert result.code == 1
     assert error_line(result).startswith("otafleet: error: product door has channel stable and 1 device: ")
@@ -1020,6 +1021,7 @@ def test_product_delete(door: World, run: Run) -> None:
     assert run("products", "--json").json() == []
     device = run("device", "show", MAC, "--json").json()
     assert (device["assigned"], device["product"], device["channel"]) == (False, None, None)
+    assert (device["attempts"], device["silence_watch"]) == ({}, None)  # door's releases are gone with it
     # A product with releases only (no channels, no devices) goes without --force.
     run("product", "create", "cam", "--platform", "esp32")
     door.release("cam", "1.0.0")
