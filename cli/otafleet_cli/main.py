@@ -66,12 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common)
     try:
-        now = endpoint_url() or "AWS (AWS_ENDPOINT_URL is not set)"
+        now = endpoint_url() or "AWS itself (AWS_ENDPOINT_URL is not set)"
     except CliError as bad:
         now = bad.message
     parser = argparse.ArgumentParser(
         prog="otafleet",
-        description=f"{DESCRIPTION}AWS endpoint now: {now}\n",
+        description=f"{DESCRIPTION}AWS endpoint without --endpoint-url: {now}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )

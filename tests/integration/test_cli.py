@@ -229,9 +229,11 @@ def test_endpoint_url_mistakes_and_help(run: Run, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("AWS_ENDPOINT_URL", "nonsense")
     assert "AWS_ENDPOINT_URL: not an endpoint URL: 'nonsense'" in run("info").err
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://192.0.2.7:4999")
-    assert "AWS endpoint now: http://192.0.2.7:4999" in " ".join(run("--help").out.split())
+    assert "AWS endpoint without --endpoint-url: http://192.0.2.7:4999" in " ".join(run("--help").out.split())
     monkeypatch.delenv("AWS_ENDPOINT_URL")
-    assert "AWS endpoint now: AWS (AWS_ENDPOINT_URL is not set)" in " ".join(run("--help").out.split())
+    assert "AWS endpoint without --endpoint-url: AWS itself (AWS_ENDPOINT_URL is not set)" in " ".join(
+        run("--help").out.split()
+    )
 
 
 def test_local_endpoint_needs_no_real_credentials_or_region(monkeypatch: pytest.MonkeyPatch) -> None:
