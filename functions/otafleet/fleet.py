@@ -866,6 +866,8 @@ class Fleet:
                 and where.seen_within <= where.seen_before
             ):
                 raise FleetError("--seen-within must be longer than --seen-before, or no device can match both")
+            # A product's devices are its assigned ones; its unassigned ones are those that asked for it.
+            unassigned = unassigned or where.state == "unassigned"
         now = epoch(self.clock())
         devices: list[Device] = []
         seen: dict[str, str] = {}

@@ -732,6 +732,9 @@ def test_devices_with_version_distribution(door: World, run: Run) -> None:
     unassigned = run("devices", "--unassigned", "--json").json()
     assert [(d["mac"], d["seen_product"]) for d in unassigned["devices"]] == [("5C:CF:7F:00:00:04", "door")]
     assert len(run("devices", "--product", "door", "--json").json()["devices"]) == 3
+    # --state unassigned with a product: the unassigned devices that asked for it, as --unassigned.
+    by_state = run("devices", "--product", "door", "--state", "unassigned", "--json").json()["devices"]
+    assert [d["mac"] for d in by_state] == ["5C:CF:7F:00:00:04"]
 
 
 def seen_long_ago(world: World, mac: str, reported: Reported) -> None:
@@ -766,6 +769,7 @@ def test_devices_filters(door: World, run: Run) -> None:
     assert listed("--state", "blocked") == [macs[1]]
     assert listed("--state", "pinned") == [macs[2]]
     assert listed("--state", "silent") == []
+    assert listed("--state", "unassigned") == listed("--unassigned") == []
     assert listed("--version", "1.0.0") == [macs[0]]
     assert listed("--version", "0.9.0", "--state", "offered") == [MAC]
     assert listed("--seen-before", "3d") == [macs[0]]
