@@ -15,7 +15,7 @@ from typing import Any
 
 from otafleet import plans, windows
 from otafleet.controller import summary
-from otafleet.fleet import TrackStatus, parse_mac
+from otafleet.fleet import Deleted, DeviceFilter, TrackStatus, parse_mac
 from otafleet.models import Delivery, Kind, Window
 from otafleet.protocol import MODES
 from otafleet_cli import views
@@ -62,7 +62,7 @@ def info(conn: Connection, args: Any, out: Output) -> int:
 
 def products(conn: Connection, args: Any, out: Output) -> int:
     found = conn.fleet.products()
-    out.emit([views.product_dict(p) for p in found], views.products_table(found))
+    out.emit_rows([views.product_dict(p) for p in found], views.products_table(found), *views.product_rows(found))
     return 0
 
 
@@ -83,10 +83,38 @@ def product_create(conn: Connection, args: Any, out: Output) -> int:
 
 def releases(conn: Connection, args: Any, out: Output) -> int:
     fleet = conn.fleet
-    found = fleet.releases(args.product)
+    found = fleet.releases(args.product, with_rejections=True)
     channels = fleet.channels(args.product)
     data = [{**views.release_dict(r), "channels": views.serving(r, channels)} for r in found]
-    out.emit(data, views.releases_table(found, channels, fleet.keys(args.product)))
+    keys = fleet.keys(args.product)
+    out.emit_rows(data, views.releases_table(found, channels, keys), *views.release_rows(found, channels, keys))
+    return 0
+
+
+def release_revoke(conn: Connection, args: Any, out: Output) -> int:
+    done = conn.fleet.revoke(args.product, args.version, _kind(args), force=args.force)
+    r = done.release
+    what = f"{r.product} {r.kind.value} {r.version}"
+    out.note(f"{what} was revoked already" if done.already else f"{what} is revoked: no device is offered it")
+    for name in done.serving:
+        flag = " --fs" if r.kind is Kind.FS else ""
+        out.note(
+            f"{r.product}/{name} serves it and so offers nothing of it: "
+            f"`otafleet channel set {r.product} {name} VERSION{flag}`"
+        )
+    out.emit(views.release_dict(r), views.release_fields(r))
+    return 0
+
+
+def product_delete(conn: Connection, args: Any, out: Output) -> int:
+    return _show_deleted(out, conn.fleet.delete_product(args.product, force=args.force))
+
+
+def _show_deleted(out: Output, deleted: Deleted) -> int:
+    if deleted.unassigned:
+        out.note(f"unassigned {len(deleted.unassigned)} device(s): `otafleet devices --unassigned` lists them")
+    data = {"deleted": deleted.what, "items": deleted.items, "unassigned": list(deleted.unassigned)}
+    out.emit(data, f"deleted {deleted.what}")
     return 0
 
 
@@ -133,6 +161,17 @@ def channel_set(conn: Connection, args: Any, out: Output) -> int:
         max_silence_excess=args.max_silence_excess,
     )
     return _show_tracks(out, [status])
+
+
+def channels(conn: Connection, args: Any, out: Output) -> int:
+    found = conn.fleet.channel_list(args.product)
+    data = [views.channel_dict(c) for c in found]
+    out.emit_rows(data, views.channels_table(found, args.product), *views.channel_rows(found))
+    return 0
+
+
+def channel_delete(conn: Connection, args: Any, out: Output) -> int:
+    return _show_deleted(out, conn.fleet.delete_channel(args.product, args.channel))
 
 
 def channel_show(conn: Connection, args: Any, out: Output) -> int:
@@ -342,10 +381,33 @@ def device_retry(conn: Connection, args: Any, out: Output) -> int:
     return 0
 
 
+def device_delete(conn: Connection, args: Any, out: Output) -> int:
+    return _show_deleted(out, conn.fleet.delete_device(args.mac))
+
+
 def devices(conn: Connection, args: Any, out: Output) -> int:
-    overview = conn.fleet.list_devices(args.product, unassigned=args.unassigned)
-    out.emit(views.overview_dict(overview), views.overview_text(overview))
+    where = DeviceFilter(
+        version=args.version,
+        state=args.state,
+        seen_before=_duration("--seen-before", args.seen_before),
+        seen_within=_duration("--seen-within", args.seen_within),
+    )
+    overview = conn.fleet.list_devices(args.product, unassigned=args.unassigned, where=where)
+    if out.format == "csv":  # the device rows only; what a person would read beside them goes to stderr
+        for warning in views.not_a_device_warnings(overview.devices):
+            out.note(warning)
+    rows = views.device_rows(overview.devices, overview.seen_products)
+    out.emit_rows(views.overview_dict(overview), views.overview_text(overview), *rows)
     return 0
+
+
+def _duration(option: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return plans.parse_duration(text)
+    except plans.InvalidPlan as bad:
+        raise CliError(f"{option}: {bad}") from None
 
 
 def explain(conn: Connection, args: Any, out: Output) -> int:
@@ -372,4 +434,10 @@ def import_mapping(conn: Connection, args: Any, out: Output) -> int:
         devices=conn.fleet.devices_store,
         catalog=conn.fleet.catalog_store,
         out=out.stdout,
+        as_json=out.as_json,
     )
+
+
+# The list commands, which alone have a CSV form (`--output csv`); each is named as its command.
+CSV_COMMANDS = (products, releases, channels, devices)
+CSV_COMMAND_NAMES = ", ".join(c.__name__ for c in CSV_COMMANDS)

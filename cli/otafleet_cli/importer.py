@@ -39,6 +39,7 @@ from otafleet.models import Catalog, Device, Kind
 from otafleet.protocol import is_device_mac, normalise_mac, not_a_device
 from otafleet.storage.catalog import CatalogStore
 from otafleet.storage.devices import DeviceStore
+from otafleet_cli.output import dumps
 
 FORMATS = ("php", "json", "csv")
 _SUFFIXES = {".php": "php", ".inc": "php", ".json": "json", ".csv": "csv", ".tsv": "csv", ".txt": "csv"}
@@ -399,8 +400,10 @@ def run_import(
     devices: DeviceStore,
     catalog: CatalogStore,
     out: TextIO,
+    as_json: bool = False,
 ) -> int:
-    """Read `path`, plan, print the plan to `out` and (unless `dry_run`) apply it. See the module doc."""
+    """Read `path`, plan, print the plan to `out` (with `as_json`: as one JSON document, Plan.as_dict with
+    `dry_run` and `written`) and (unless `dry_run`) apply it. See the module doc."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as bad:
@@ -420,6 +423,10 @@ def run_import(
         if found is not None:
             known[mac] = found
     result = plan(entries, product=product, channel=channel, catalogs=catalogs, devices=known)
+    if as_json:
+        written = 0 if dry_run else apply(result, devices)
+        out.write(dumps({**result.as_dict(), "dry_run": dry_run, "written": written}) + "\n")
+        return 1 if result.problems else 0
     print_plan(result, out, source=path.name, dry_run=dry_run)
     if dry_run:
         out.write(f"dry run: {result.summary()}; nothing written (run again without --dry-run to apply)\n")

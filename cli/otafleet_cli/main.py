@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from otafleet.fleet import FleetError
+from otafleet.fleet import DEVICE_STATES, FleetError
 from otafleet.models import PLATFORMS, Delivery
 from otafleet_cli import auditlog, commands, upload
-from otafleet_cli.output import Output
+from otafleet_cli.output import FORMATS, TABLE_WIDTH, Output
 from otafleet_cli.stack import DEFAULT_STACK, LOCAL_HINT, CliError, Connection, endpoint_url
 
 Handler = Callable[[Connection, Any, Output], int]
@@ -21,7 +22,7 @@ Operate an otafleet stack: upload firmware, point channels at releases, stage an
 assign and inspect devices.
 
 The stack is found by its CloudFormation outputs (--stack-name, default 'otafleet' or $OTAFLEET_STACK).
-Against the local stack (make run): export AWS_ENDPOINT_URL=http://127.0.0.1:4566
+Against the local stack (make run): --endpoint-url URL (or AWS_ENDPOINT_URL) with the AWS endpoint it prints.
 """
 
 
@@ -34,7 +35,22 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile to use")
     parser.add_argument("--region", default=argparse.SUPPRESS, help="AWS region of the stack")
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    parser.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="AWS endpoint for every client, like the AWS CLI's (default: $AWS_ENDPOINT_URL, else AWS); for "
+        "the local stack the one make run prints",
+    )
+    parser.add_argument(
+        "--output",
+        choices=FORMATS,
+        default=argparse.SUPPRESS,
+        help=f"table (default), json, or csv (the list commands: {commands.CSV_COMMAND_NAMES})",
+    )
+    parser.add_argument(
+        "--json", dest="output", action="store_const", const="json", default=argparse.SUPPRESS, help="--output json"
+    )
 
 
 def _version() -> str:
@@ -49,9 +65,13 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common)
+    try:
+        now = endpoint_url() or "AWS itself (AWS_ENDPOINT_URL is not set)"
+    except CliError as bad:
+        now = bad.message
     parser = argparse.ArgumentParser(
         prog="otafleet",
-        description=DESCRIPTION,
+        description=f"{DESCRIPTION}AWS endpoint without --endpoint-url: {now}\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
@@ -105,7 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "releases", commands.releases, "a product's releases with state, facts and channels")
     p.add_argument("product", metavar="PRODUCT")
 
+    release = nested("release", "revoke releases")
+    p = command(
+        release,
+        "revoke",
+        commands.release_revoke,
+        "offer a release to no device from now on (its record and bytes stay)",
+        description=(
+            "Revoke release VERSION of product P: no device is offered it any more (a device whose target it "
+            "is gets 304 target-unavailable). A release a channel serves (its version, or the previous release "
+            "the rest of a staged rollout runs) is refused unless --force: point the channel elsewhere first."
+        ),
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--fs", action="store_true", help="a filesystem image, not the application")
+    p.add_argument("--force", action="store_true", help="revoke it even while channels serve it")
+
     command(sub, "products", commands.products, "list products")
+    p = command(sub, "channels", commands.channels, "a product's channels with their tracks and device counts")
+    p.add_argument("product", metavar="PRODUCT")
 
     product = nested("product", "create or update products")
     p = command(
@@ -125,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-downgrade", action=argparse.BooleanOptionalAction, help="offer releases older than the running one"
     )
     p.add_argument("--default-channel", metavar="CHANNEL", help="channel for enrolled and newly assigned devices")
+
+    p = command(
+        product,
+        "delete",
+        commands.product_delete,
+        "delete a product with its releases (refused while it has channels or devices, unless --force)",
+        description=(
+            "Delete product P with its releases, rejected uploads and counts. Refused while it has channels "
+            "or assigned devices, unless --force: then its channels go too and its devices are unassigned "
+            "(their records stay). The firmware objects in the bucket are kept."
+        ),
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("--force", action="store_true", help="delete its channels too and unassign its devices")
 
     keys = product.add_parser(
         "key", help="signing keys: a product with keys accepts only uploads signed by one of them"
@@ -206,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", commands.channel_resume, "resume a paused or halted rollout"),
     ):
         track_command(channel, name, handler, text)
+
+    p = command(
+        channel,
+        "delete",
+        commands.channel_delete,
+        "delete a channel (refused while devices are assigned to it, and for the default channel)",
+    )
+    p.add_argument("product", metavar="PRODUCT")
+    p.add_argument("channel", metavar="CHANNEL")
 
     window = nested("window", "maintenance windows: when images may be handed to devices")
     p = command(
@@ -323,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("show", commands.device_show, "everything known about one device"),
         ("credentials", commands.device_credentials, "issue a new secret for Basic auth (shown once)"),
         ("retry", commands.device_retry, "offer releases that failed on the device again"),
+        ("delete", commands.device_delete, "delete the device's record: assignment, credentials, history"),
     ):
         p = command(device, name, handler, text)
         p.add_argument("mac", metavar="MAC")
@@ -334,6 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only devices seen checking in but never assigned (with --product: those that asked for it)",
     )
+    p.add_argument("--version", metavar="VERSION", help="only devices running this version")
+    p.add_argument("--state", choices=DEVICE_STATES, help="only devices in this state (a device can be in several)")
+    p.add_argument(
+        "--seen-before",
+        metavar="DURATION",
+        help="only devices last seen longer ago than this, e.g. 2h, 3d (to the check heartbeat's resolution)",
+    )
+    p.add_argument("--seen-within", metavar="DURATION", help="only devices last seen at most this long ago, e.g. 30m")
 
     p = command(sub, "import", commands.import_mapping, "import a hand-written update server's MAC → version table")
     p.add_argument("file", metavar="FILE", help="PHP array ($db = array(...)), JSON {mac: version} or CSV mac,version")
@@ -361,7 +432,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def describe_failure(exc: BaseException, profile: str | None = None) -> str:
+def describe_failure(exc: BaseException, profile: str | None = None, endpoint: str | None = None) -> str:
     """One line for an AWS-side failure, saying what to do about it when we can tell."""
     from botocore import exceptions as bx
 
@@ -378,8 +449,8 @@ def describe_failure(exc: BaseException, profile: str | None = None) -> str:
         if isinstance(e, bx.NoRegionError):
             return "no AWS region configured: pass --region or set AWS_REGION"
         if isinstance(e, (bx.EndpointConnectionError, bx.ConnectTimeoutError)):
-            where = e.kwargs.get("endpoint_url") or endpoint_url() or "AWS"
-            hint = f"; is the local stack running? ({LOCAL_HINT})" if endpoint_url() else ""
+            where = endpoint or e.kwargs.get("endpoint_url") or "AWS"  # as the operator gave it
+            hint = f"; is the local stack running? ({LOCAL_HINT})" if endpoint else ""
             return f"cannot reach {where}{hint}"
         if isinstance(e, bx.ClientError):
             error = e.response.get("Error", {})
@@ -389,6 +460,13 @@ def describe_failure(exc: BaseException, profile: str | None = None) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _endpoint(conn: Connection) -> str | None:
+    try:
+        return conn.endpoint_url
+    except CliError:
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -396,14 +474,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help, or a usage error argparse already printed
         return done.code if isinstance(done.code, int) else 2
     options = vars(args)
-    out = Output(sys.stdout, sys.stderr, as_json=bool(options.get("json", False)))
+    out = Output(sys.stdout, sys.stderr, format=options.get("output", "table"))
+    handler: Handler = args.handler
+    if out.format == "csv" and handler not in commands.CSV_COMMANDS:
+        # Refused before the command runs: a change must not be made and then fail to print.
+        out.error(f"--output csv is for the list commands ({commands.CSV_COMMAND_NAMES}); use --output json")
+        return 2
     profile: str | None = options.get("profile")
     conn = Connection(
         options.get("stack_name") or os.environ.get("OTAFLEET_STACK") or DEFAULT_STACK,
         profile,
         options.get("region"),
+        options.get("endpoint_url"),
     )
-    handler: Handler = args.handler
+    # Tables fit a terminal; in a pipe or a file they keep every character.
+    width = shutil.get_terminal_size().columns if out.stdout.isatty() else None
+    token = TABLE_WIDTH.set(width)
     try:
         return handler(conn, args, out)
     except FleetError as err:
@@ -420,8 +506,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if os.environ.get("OTAFLEET_DEBUG"):
             raise
-        out.error(describe_failure(err, profile))
+        out.error(describe_failure(err, profile, _endpoint(conn)))
         return 1
+    finally:
+        TABLE_WIDTH.reset(token)
 
 
 if __name__ == "__main__":

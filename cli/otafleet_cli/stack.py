@@ -2,8 +2,10 @@
 
 Both expose the same CloudFormation outputs (`ApiUrl`, `FirmwareBucketName`, `DevicesTableName`,
 `CatalogTableName`, `AuditTableName`, `Region`): a deployed stack because template.yaml declares them, the local stack
-because it registers a stack of that name on its embedded endpoint. `AWS_ENDPOINT_URL` (read by boto3
-itself) decides which one answers.
+because it registers a stack of that name on its embedded endpoint. The AWS endpoint decides which one
+answers: `--endpoint-url`, else `AWS_ENDPOINT_URL`, else AWS. It is resolved once (Connection) and passed
+to every client explicitly, the service's stores' included (Settings.endpoint_url), so that the option
+reaches them as the environment variable does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from otafleet.storage.devices import DeviceStore
 
 DEFAULT_STACK = "otafleet"
 OUTPUTS = ("ApiUrl", "FirmwareBucketName", "DevicesTableName", "CatalogTableName", "AuditTableName", "Region")
-LOCAL_HINT = "start the local stack with make run and set AWS_ENDPOINT_URL=http://127.0.0.1:4566"
+# The local stack's port is its own setting (make run --aws-port), so the hint names no port: make run
+# prints the endpoint to use.
+LOCAL_HINT = (
+    "start the local stack with make run and pass the AWS endpoint it prints as --endpoint-url URL "
+    "(or AWS_ENDPOINT_URL)"
+)
 # Any credentials satisfy the local stack's embedded endpoint; these are used only when none are set.
 LOCAL_CREDENTIALS = ("otafleet-local", "otafleet-local")
 
@@ -58,8 +65,15 @@ class Stack:
         return is_loopback(self.endpoint_url)
 
 
-def endpoint_url() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL") or None
+def endpoint_url(option: str | None = None) -> str | None:
+    """The AWS endpoint in use: --endpoint-url, else AWS_ENDPOINT_URL, else None (AWS itself)."""
+    url = option or os.environ.get("AWS_ENDPOINT_URL") or None
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            source = "--endpoint-url" if option else "AWS_ENDPOINT_URL"
+            raise CliError(f"{source}: not an endpoint URL: {url!r} (expected http://HOST:PORT or https://HOST)")
+    return url
 
 
 def is_loopback(url: str | None) -> bool:
@@ -80,14 +94,14 @@ def client_config(**extra: Any) -> Any:
     return Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}, **extra)
 
 
-def make_session(profile: str | None, region: str | None) -> Any:
+def make_session(profile: str | None, region: str | None, endpoint: str | None = None) -> Any:
     """A boto3 session for --profile/--region. With no region configured anywhere, the local stack's
     endpoint gets us-east-1; with no credentials, it gets placeholder ones (it accepts any)."""
     import boto3
 
     region = region or os.environ.get("AWS_REGION") or None
     session = boto3.session.Session(profile_name=profile, region_name=region)
-    local = is_loopback(endpoint_url())
+    local = is_loopback(endpoint_url(endpoint))
     if session.region_name is None:
         if not local:
             raise CliError(
@@ -102,10 +116,11 @@ def make_session(profile: str | None, region: str | None) -> Any:
     return session
 
 
-def describe(session: Any, name: str) -> Stack:
+def describe(session: Any, name: str, endpoint: str | None = None) -> Stack:
     from botocore.exceptions import ClientError
 
-    cfn = session.client("cloudformation", config=client_config())
+    endpoint = endpoint_url(endpoint)
+    cfn = session.client("cloudformation", endpoint_url=endpoint, config=client_config())
     try:
         stacks = cfn.describe_stacks(StackName=name).get("Stacks", [])
     except ClientError as err:
@@ -115,7 +130,7 @@ def describe(session: Any, name: str) -> Stack:
         else:
             raise CliError(f"cannot read stack {name!r}: {error.get('Code')}: {error.get('Message')}") from None
     if not stacks:
-        where = f"on {endpoint_url()}" if endpoint_url() else f"in region {session.region_name}"
+        where = f"on {endpoint}" if endpoint else f"in region {session.region_name}"
         raise CliError(
             f"stack {name!r} not found {where}; deploy it with sam deploy (or pass --stack-name/--region), "
             f"or {LOCAL_HINT}"
@@ -134,7 +149,7 @@ def describe(session: Any, name: str) -> Stack:
         catalog_table=outputs["CatalogTableName"],
         audit_table=outputs["AuditTableName"],
         region=outputs["Region"],
-        endpoint_url=endpoint_url(),
+        endpoint_url=endpoint,
     )
 
 
@@ -155,18 +170,23 @@ def settings_for(stack: Stack) -> Settings:
 class Connection:
     """The stack and the clients, stores and services on it, each made when first needed."""
 
-    def __init__(self, stack_name: str, profile: str | None, region: str | None) -> None:
+    def __init__(self, stack_name: str, profile: str | None, region: str | None, endpoint: str | None = None) -> None:
         self.stack_name = stack_name
         self.profile = profile
         self.region = region
+        self.endpoint = endpoint  # --endpoint-url; endpoint_url() falls back to AWS_ENDPOINT_URL
+
+    @cached_property
+    def endpoint_url(self) -> str | None:
+        return endpoint_url(self.endpoint)
 
     @cached_property
     def session(self) -> Any:
-        return make_session(self.profile, self.region)
+        return make_session(self.profile, self.region, self.endpoint_url)
 
     @cached_property
     def stack(self) -> Stack:
-        return describe(self.session, self.stack_name)
+        return describe(self.session, self.stack_name, self.endpoint_url)
 
     @cached_property
     def settings(self) -> Settings:
@@ -174,7 +194,9 @@ class Connection:
 
     @cached_property
     def dynamodb(self) -> Any:
-        return self.session.client("dynamodb", region_name=self.stack.region, config=client_config())
+        return self.session.client(
+            "dynamodb", region_name=self.stack.region, endpoint_url=self.stack.endpoint_url, config=client_config()
+        )
 
     @cached_property
     def s3(self) -> Any:
@@ -182,6 +204,7 @@ class Connection:
         return self.session.client(
             "s3",
             region_name=self.stack.region,
+            endpoint_url=self.stack.endpoint_url,
             config=client_config(signature_version="s3v4", s3={"addressing_style": style}),
         )
 

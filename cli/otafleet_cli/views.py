@@ -14,11 +14,11 @@ from typing import Any
 from otafleet import plans, rollout, windows
 from otafleet.controller import RolloutStatus, RunReport
 from otafleet.decision import Decision
-from otafleet.fleet import FleetOverview, ProductVersions, TrackStatus, device_version
-from otafleet.models import Attempt, Channel, Device, Kind, Product, ProductKey, Release, TrackState
+from otafleet.fleet import ChannelSummary, FleetOverview, ProductVersions, TrackStatus, device_version, last_seen
+from otafleet.models import Attempt, Channel, Device, Kind, Product, ProductKey, Release, ReleaseState, TrackState
 from otafleet.protocol import is_device_mac, not_a_device
 from otafleet.rhythm import LEARNED_AFTER, epoch, learned
-from otafleet_cli.output import duration, fields, jsonable, percent, table
+from otafleet_cli.output import duration, fields, jsonable, percent, table, whole_percentages
 
 # --- products ---------------------------------------------------------------------------------------
 
@@ -39,16 +39,24 @@ def product_dict(p: Product) -> dict[str, Any]:
     }
 
 
-def products_table(products: Sequence[Product]) -> str:
-    if not products:
-        return "no products yet: create one with `otafleet product create NAME --platform esp8266`"
-    return table(
+# A list command's columns and rows: the table and the CSV of `--output csv` are made of the same.
+Rows = tuple[list[str], list[list[object]]]
+
+
+def product_rows(products: Sequence[Product]) -> Rows:
+    return (
         ["PRODUCT", "PLATFORM", "DELIVERY", "ENROLL", "AUTH", "DOWNGRADE", "DEFAULT CHANNEL"],
         [
             [p.name, p.platform, p.delivery, p.enroll, p.auth_required, p.allow_downgrade, p.default_channel]
             for p in products
         ],
     )
+
+
+def products_table(products: Sequence[Product]) -> str:
+    if not products:
+        return "no products yet: create one with `otafleet product create NAME --platform esp8266`"
+    return table(*product_rows(products))
 
 
 def product_fields(p: Product) -> str:
@@ -156,7 +164,9 @@ def release_fields(r: Release) -> str:
 
 def serving(release: Release, channels: Iterable[Channel]) -> list[str]:
     """Which channels serve the release, e.g. `stable`, `beta 10%`, `stable (previous)`."""
-    marks = []
+    marks: list[str] = []
+    if release.state is ReleaseState.REJECTED:  # a rejected upload shares its version with no channel's release
+        return marks
     for ch in channels:
         track = ch.tracks.get(release.kind)
         if track is None:
@@ -173,11 +183,9 @@ def serving(release: Release, channels: Iterable[Channel]) -> list[str]:
     return marks
 
 
-def releases_table(releases: Sequence[Release], channels: Sequence[Channel], keys: Sequence[ProductKey] = ()) -> str:
-    if not releases:
-        return "no releases yet: upload one with `otafleet upload FILE --product PRODUCT`"
-    return table(
-        ["KIND", "VERSION", "STATE", "SIZE", "CHIP", "UPLOADED", "CHANNELS", "MD5", "SIGNATURE", "REASON"],
+def release_rows(releases: Sequence[Release], channels: Sequence[Channel], keys: Sequence[ProductKey] = ()) -> Rows:
+    return (
+        ["KIND", "VERSION", "STATE", "SIZE", "CHIP", "UPLOADED", "CHANNELS", "MD5", "SIGNATURE", "OBJECT", "REASON"],
         [
             [
                 r.kind,
@@ -188,12 +196,19 @@ def releases_table(releases: Sequence[Release], channels: Sequence[Channel], key
                 r.uploaded_at,
                 ", ".join(serving(r, channels)),
                 r.md5,
-                signature_text(r, keys) or "-",
+                signature_text(r, keys),
+                r.s3_key,
                 r.reason,
             ]
             for r in releases
         ],
     )
+
+
+def releases_table(releases: Sequence[Release], channels: Sequence[Channel], keys: Sequence[ProductKey] = ()) -> str:
+    if not releases:
+        return "no releases yet: upload one with `otafleet upload FILE --product PRODUCT`"
+    return table(*release_rows(releases, channels, keys))
 
 
 # --- channels ---------------------------------------------------------------------------------------
@@ -261,6 +276,39 @@ def tracks_table(statuses: Sequence[TrackStatus], *, with_channel: bool = False)
         ]
         rows.append([f"{s.product}/{s.channel}", *row] if with_channel else row)
     return table(headers, rows)
+
+
+def channel_dict(c: ChannelSummary) -> dict[str, Any]:
+    return {
+        "product": c.channel.product,
+        "channel": c.channel.name,
+        "default": c.default,
+        "devices": c.devices,
+        "window": windows.describe(c.channel.window) if c.channel.window else None,
+        "tracks": [track_dict(t) for t in c.tracks],
+    }
+
+
+def channel_rows(channels: Sequence[ChannelSummary]) -> Rows:
+    """One row per track (a channel without tracks gets one row of dashes)."""
+    rows: list[list[object]] = []
+    for c in channels:
+        head: list[object] = [c.channel.name, c.default]
+        window = windows.describe(c.channel.window) if c.channel.window else None
+        for t in c.tracks or (None,):
+            if t is None:
+                rows.append([*head, None, None, None, None, None, c.devices, window])
+            else:
+                track = [t.kind, t.track.version, t.track.previous, f"{t.track.percent}%", t.state]
+                rows.append([*head, *track, c.devices, window])
+    headers = ["CHANNEL", "DEFAULT", "KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "DEVICES", "WINDOW"]
+    return headers, rows
+
+
+def channels_table(channels: Sequence[ChannelSummary], product: str) -> str:
+    if not channels:
+        return f"{product} has no channels yet: `otafleet channel set {product} CHANNEL VERSION` creates one"
+    return table(*channel_rows(channels))
 
 
 def track_advice(statuses: Iterable[TrackStatus]) -> list[str]:
@@ -542,9 +590,9 @@ def _notes(d: Device, seen_product: str | None) -> str:
     return "; ".join(notes)
 
 
-def devices_table(devices: Sequence[Device], seen: dict[str, str] | None = None) -> str:
+def device_rows(devices: Sequence[Device], seen: dict[str, str] | None = None) -> Rows:
     seen = seen or {}
-    return table(
+    return (
         ["MAC", "PRODUCT", "CHANNEL", "VERSION", "LAST SEEN", "LAST ANSWER", "NOTES"],
         [
             [
@@ -552,13 +600,17 @@ def devices_table(devices: Sequence[Device], seen: dict[str, str] | None = None)
                 d.product if d.assigned else None,
                 d.channel if d.assigned else None,
                 device_version(d),
-                d.reported.at,
+                last_seen(d),
                 d.last_reason,
                 _notes(d, seen.get(d.mac)),
             ]
             for d in devices
         ],
     )
+
+
+def devices_table(devices: Sequence[Device], seen: dict[str, str] | None = None) -> str:
+    return table(*device_rows(devices, seen))
 
 
 def not_a_device_warnings(devices: Iterable[Device]) -> list[str]:
@@ -574,7 +626,8 @@ def not_a_device_warnings(devices: Iterable[Device]) -> list[str]:
             f"warning: {not_a_device(d.mac)}. This record was written by an earlier otafleet, which took the MAC "
             f"for a device (arduino-esp32 3.x Ethernet boards all checked in as 00:00:00:00:00:00){where}. No check "
             "reaches it now and it is not counted: assign the boards by their own MACs (`otafleet devices "
-            '--unassigned`), then delete the record (docs/operations.md, "Records that are not devices")'
+            "--unassigned`), then delete the record with "
+            f'`otafleet device delete {d.mac}` (docs/operations.md, "Records that are not devices")'
         )
     return warnings
 
@@ -589,10 +642,9 @@ def distribution_dict(dist: Sequence[ProductVersions]) -> list[dict[str, Any]]:
 def distribution_text(dist: Sequence[ProductVersions]) -> str:
     rows = []
     for p in dist:
-        total = sum(v.devices for v in p.versions)
-        for v in p.versions:
-            share = f"{v.devices * 100 / total:.0f}%" if total else "-"
-            rows.append([p.product or "(unassigned)", v.version or "(unknown)", v.devices, share])
+        shares = whole_percentages([v.devices for v in p.versions])
+        for v, share in zip(p.versions, shares, strict=True):
+            rows.append([p.product or "(unassigned)", v.version or "(unknown)", v.devices, f"{share}%"])
     return table(["PRODUCT", "VERSION", "DEVICES", "SHARE"], rows)
 
 

@@ -54,6 +54,7 @@ from otafleet.models import (
     Window,
 )
 from otafleet.protocol import is_device_mac, normalise_mac, not_a_device
+from otafleet.rhythm import epoch
 from otafleet.service import utc_now
 from otafleet.storage.catalog import CatalogStore, TrackChange
 from otafleet.storage.devices import DeviceStore
@@ -120,10 +121,42 @@ class FleetOverview:
     seen_products: dict[str, str]  # MAC → product an unassigned device asked for
 
 
-def parse_mac(value: str) -> str:
+@dataclass(frozen=True)
+class ChannelSummary:
+    """One channel of a product as `otafleet channels` lists it."""
+
+    channel: Channel
+    tracks: tuple[TrackStatus, ...]
+    devices: int  # devices assigned to it (from the eventually consistent by-product index)
+    default: bool  # the product's default channel: where enrolled and newly assigned devices go
+
+
+@dataclass(frozen=True)
+class Revoked:
+    release: Release
+    serving: tuple[str, ...]  # channels that serve it still (revoked with force): they now offer nothing of it
+    already: bool = False  # it was revoked before: nothing changed
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a delete removed, for the CLI to report."""
+
+    what: str  # "product door", "channel door/beta", "device 5C:…"
+    items: int = 1  # catalog items deleted (a product's channels, releases, rejected uploads, counts)
+    unassigned: tuple[str, ...] = ()  # MACs of devices a forced product delete unassigned
+
+
+def parse_any_mac(value: str) -> str:
+    """A MAC, normalised, whether or not a device can have it (deleting old records takes any)."""
     mac = normalise_mac(value)
     if mac is None:
         raise FleetError(f"not a MAC address: {value!r} (expected e.g. 5C:CF:7F:12:34:56)")
+    return mac
+
+
+def parse_mac(value: str) -> str:
+    mac = parse_any_mac(value)
     if not is_device_mac(mac):  # e.g. the zero MAC: no device checks in under it, so none is kept under it
         raise FleetError(not_a_device(mac))
     return mac
@@ -162,6 +195,67 @@ def device_version(device: Device) -> str | None:
     """The version a device runs as far as the service knows (attempts.running_version's rule), from
     what it last reported."""
     return attempts.running_version(device, device.reported.version, device.reported.sketch_md5)
+
+
+# What `otafleet devices --state` filters by: the facts the service keeps about each device.
+DEVICE_STATES = (
+    "unassigned",  # seen checking in, never assigned (or unassigned by a forced product delete)
+    "blocked",
+    "pinned",
+    "offered",  # an attempt in flight: handed an image, the next checks will tell
+    "installed",
+    "failed",  # an attempt failed, or a release is on its failed list
+    "unknown",  # an attempt ended without evidence either way
+    "silent",  # handed an image and not heard from since, far longer than its rhythm allows
+    "never-seen",  # assigned, but no check of it was ever recorded
+)
+
+
+def device_states(device: Device) -> frozenset[str]:
+    """Which of DEVICE_STATES hold for the device (several can)."""
+    found = {a.state.value for a in device.attempts.values()}
+    if not device.assigned:
+        found.add("unassigned")
+    if device.blocked:
+        found.add("blocked")
+    if device.pins:
+        found.add("pinned")
+    if device.failed:
+        found.add("failed")
+    if last_seen(device) is None:
+        found.add("never-seen")
+    return frozenset(found)
+
+
+def last_seen(device: Device) -> str | None:
+    """When the device was last seen, to the heartbeat's resolution: a check that changes nothing is not
+    written until the record is CHECK_HEARTBEAT_MINUTES old (check_writes.py)."""
+    return device.last_seen or device.reported.at
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """`otafleet devices` filters; None passes everything. Seen-spans are seconds before now."""
+
+    version: str | None = None  # the version it runs (device_version)
+    state: str | None = None  # one of DEVICE_STATES
+    seen_before: int | None = None  # last seen longer ago than this (never-seen devices do not match)
+    seen_within: int | None = None  # last seen at most this long ago
+
+    def matches(self, device: Device, now: int) -> bool:
+        if self.version is not None and device_version(device) != self.version:
+            return False
+        if self.state is not None and self.state not in device_states(device):
+            return False
+        if self.seen_before is None and self.seen_within is None:
+            return True
+        seen = last_seen(device)
+        if seen is None:
+            return False
+        age = now - epoch(seen)
+        if self.seen_before is not None and age <= self.seen_before:
+            return False
+        return self.seen_within is None or age <= self.seen_within
 
 
 def distribution(devices: Iterable[Device]) -> tuple[ProductVersions, ...]:
@@ -331,9 +425,28 @@ class Fleet:
         )
         return retired
 
-    def releases(self, product: str) -> list[Release]:
+    def releases(self, product: str, *, with_rejections: bool = False) -> list[Release]:
+        """The product's releases by kind and version; `with_rejections` adds its rejected uploads (state
+        rejected, with their reason), each after the release of its version, oldest first, so an operator
+        sees why an upload never became a release."""
         catalog = self.catalog(product)
-        return sorted(catalog.releases.values(), key=lambda r: (r.kind.value, version_key(r.version)))
+        found = list(catalog.releases.values())
+        if with_rejections:
+            found += self.catalog_store.rejections(product)
+        return sorted(
+            found,
+            key=lambda r: (
+                r.kind.value,
+                version_key(r.version),
+                r.state is ReleaseState.REJECTED,
+                r.uploaded_at or "",
+            ),
+        )
+
+    def rejection(self, product: str, kind: Kind, version: str) -> Release | None:
+        """The latest rejected upload of this version, if any."""
+        found = [r for r in self.catalog_store.rejections(product) if r.kind is kind and r.version == version]
+        return found[-1] if found else None
 
     def release(self, product: str, version: str, kind: Kind = Kind.APP) -> Release | None:
         return self.catalog_store.get_release(product, kind, version)
@@ -344,6 +457,141 @@ class Fleet:
 
     def channels(self, product: str) -> list[Channel]:
         return sorted(self.catalog(product).channels.values(), key=lambda c: c.name)
+
+    def channel_list(self, product: str) -> list[ChannelSummary]:
+        """Every channel of the product with its tracks and how many devices are assigned to it."""
+        catalog = self.catalog(product)
+        members = Counter(d.channel for d in self._assigned_devices(product))
+        return [
+            ChannelSummary(
+                channel=ch,
+                tracks=tuple(
+                    TrackStatus(product, ch.name, k, t)
+                    for k, t in sorted(ch.tracks.items(), key=lambda kt: kt[0].value)
+                ),
+                devices=members[ch.name],
+                default=ch.name == catalog.product.default_channel,
+            )
+            for ch in sorted(catalog.channels.values(), key=lambda c: c.name)
+        ]
+
+    def _assigned_devices(self, product: str) -> list[Device]:
+        return [d for d in self.devices_store.product_devices(product) if d.assigned and d.product == product]
+
+    # --- deleting and revoking ----------------------------------------------------------------------
+
+    def revoke(self, product: str, version: str, kind: Kind = Kind.APP, *, force: bool = False) -> Revoked:
+        """Revoke a registered release: from now on it is offered to no device (decision.py answers
+        `target-unavailable` for a revoked target), although its record and bytes stay. A release a channel
+        serves (its version, or the baseline the rest of a staged rollout runs) is revoked only with
+        `force`: that channel then offers nothing of this kind until it is pointed at another release.
+        Revoking a revoked release changes nothing."""
+        catalog = self.catalog(product)
+        release = catalog.release(kind, version)
+        if release is None:
+            rejected = self.rejection(product, kind, version)
+            if rejected is not None:
+                raise FleetError(f"{rejection_text(rejected)}; a rejected upload is never offered, nothing to revoke")
+            _offerable(catalog, kind, version)  # raises the "no release" error with the registered versions
+            raise AssertionError("unreachable")
+        if release.state is ReleaseState.REJECTED:
+            raise FleetError(f"{product} {kind.value} {version} was rejected; it is never offered, nothing to revoke")
+        serving = tuple(
+            ch.name
+            for ch in sorted(catalog.channels.values(), key=lambda c: c.name)
+            if (track := ch.tracks.get(kind)) is not None and version in (track.version, rollout.baseline(track))
+        )
+        if release.state is ReleaseState.REVOKED:
+            return Revoked(release, serving, already=True)
+        if serving and not force:
+            flag = " --fs" if kind is Kind.FS else ""
+            raise FleetError(
+                f"{product} {kind.value} {version} is served by channel {', '.join(serving)}: point "
+                f"{'it' if len(serving) == 1 else 'them'} at another release first (`otafleet channel set "
+                f"{product} {serving[0]} VERSION{flag}` or `channel rollback`), or pass --force to revoke it anyway "
+                "(the channel then offers nothing until pointed at another release)"
+            )
+        revoked = replace(release, state=ReleaseState.REVOKED)
+        try:
+            self.catalog_store.set_release_state(release, ReleaseState.REVOKED)
+        except Conflict:
+            raise FleetError(f"{product} {kind.value} {version} changed while revoking it; try again") from None
+        target = {"release": f"{kind.value} {version}"}
+        self._record(product, "release.revoke", target, {"state": release.state.value}, {"state": revoked.state.value})
+        return Revoked(revoked, serving)
+
+    def delete_channel(self, product: str, channel: str) -> Deleted:
+        """Delete a channel (its tracks, window and rollout counts). Refused for the product's default
+        channel (enrolled and newly assigned devices go there) and while devices are assigned to it (they
+        would be offered nothing): move them first. A device assigned to it in the instant between the check
+        and the delete is offered nothing, as on any channel that serves nothing, until it is moved."""
+        catalog = self.catalog(product)
+        _channel(catalog, channel)
+        if channel == catalog.product.default_channel:
+            raise FleetError(
+                f"{channel} is {product}'s default channel (enrolled and newly assigned devices go there): "
+                f"choose another with `otafleet product create {product} --default-channel CHANNEL` first"
+            )
+        members = sorted(d.mac for d in self._assigned_devices(product) if d.channel == channel)
+        if members:
+            shown = ", ".join(members[:5]) + (f" and {len(members) - 5} more" if len(members) > 5 else "")
+            raise FleetError(
+                f"{len(members)} device{'s are' if len(members) != 1 else ' is'} assigned to {product}/{channel} "
+                f"({shown}): move them first with `otafleet device assign MAC --product {product} --channel OTHER`"
+            )
+        try:
+            self.catalog_store.delete_channel(product, channel)
+        except Conflict:
+            raise FleetError(f"{product}/{channel} was deleted meanwhile") from None
+        before = {k.value: audit.track_fields(t) for k, t in catalog.channels[channel].tracks.items()}
+        self._record(product, "channel.delete", {"channel": channel}, before, {})
+        return Deleted(f"channel {product}/{channel}")
+
+    def delete_product(self, product: str, *, force: bool = False) -> Deleted:
+        """Delete a product with its channels, releases, rejected uploads and counts. Refused while it has
+        channels or devices assigned to it, unless `force`: then its devices are unassigned first (they keep
+        their records and history, lose its pins, attempts and failed releases, and are answered as
+        unassigned devices until assigned again). The
+        firmware objects in the bucket stay: the bucket is versioned, and deleting builds is not undoable."""
+        catalog = self.catalog(product)
+        devices = self._assigned_devices(product)
+        if (catalog.channels or devices) and not force:
+            has = []
+            if catalog.channels:
+                has.append(f"channel{'s' if len(catalog.channels) != 1 else ''} {', '.join(sorted(catalog.channels))}")
+            if devices:
+                has.append(f"{len(devices)} device{'s' if len(devices) != 1 else ''}")
+            raise FleetError(
+                f"product {product} has {' and '.join(has)}: delete the channels (`otafleet channel delete "
+                f"{product} CHANNEL`) and move the devices first, or pass --force to delete it with its channels "
+                "and unassign its devices"
+            )
+        for device in devices:
+            self.devices_store.put(replace(device, product=None, channel=None, assigned=False, pins={}))
+            if device.failed or device.attempts or device.watch:
+                # They were the deleted product's releases: kept, they would meet another product's
+                # versions of the same name once the device is assigned again (assign keeps them when the
+                # device comes from no product), and a silence watch would look for a product that is gone.
+                self.devices_store.clear_failures(device.mac)
+        items = self.catalog_store.delete_product(product)
+        unassigned = sorted(d.mac for d in devices)
+        self._record(product, "product.delete", {}, audit.product_fields(catalog.product), {"unassigned": unassigned})
+        return Deleted(f"product {product}", items=items, unassigned=tuple(sorted(d.mac for d in devices)))
+
+    def delete_device(self, mac: str) -> Deleted:
+        """Delete a device's record: its assignment, credentials, attempts and history. Rollout counts its
+        verdicts moved stay. If it checks in again it is a new, unassigned device (or enrolls). Unlike the
+        other device commands this takes a MAC that names no device (00:00:00:00:00:00): an earlier otafleet
+        kept such records (docs/operations.md, "Records that are not devices"), and deleting them is the fix."""
+        found = parse_any_mac(mac)
+        before = self.devices_store.get(found)
+        try:
+            self.devices_store.delete(found)
+        except NotFound:
+            raise FleetError(_unknown_device(found)) from None
+        product = before.product if before is not None and before.assigned else None
+        self._record(product, "device.delete", {"device": found}, audit.device_fields(before), {})
+        return Deleted(f"device {found}")
 
     # --- channels and rollouts --------------------------------------------------------------------
 
@@ -368,7 +616,7 @@ class Fleet:
             raise FleetError(f"max offers per minute must be 0 (no limit) or more, not {max_offers_per_minute}")
 
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
-            _offerable(catalog, kind, version)
+            self._offerable(catalog, kind, version)
             return rollout.pointed(
                 current,
                 version,
@@ -386,7 +634,7 @@ class Fleet:
             assert current is not None
             if current.previous is None:
                 raise FleetError(f"{product}/{channel} has no previous {kind.value} release to roll back to")
-            _offerable(catalog, kind, current.previous)
+            self._offerable(catalog, kind, current.previous)
             return rollout.rolled_back(current), True
 
         return self._change_track(product, channel, kind, change, "channel.rollback")
@@ -447,7 +695,7 @@ class Fleet:
             raise FleetError(str(bad)) from None
 
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
-            _offerable(catalog, kind, version)
+            self._offerable(catalog, kind, version)
             again = current if current is not None and current.version == version else None
             if again and again.state is not TrackState.ACTIVE and not (again.plan and again.plan.aborted):
                 raise FleetError(
@@ -500,9 +748,7 @@ class Fleet:
             self.catalog_store.put_product(replace(catalog.product, window=window))
             self._record(product, action, {}, _window(catalog.product.window), _window(window))
             return window
-        if channel not in catalog.channels:
-            known = ", ".join(sorted(catalog.channels)) or "none yet"
-            raise FleetError(f"product {product!r} has no channel {channel!r} (channels: {known})")
+        _channel(catalog, channel)
         try:
             self.catalog_store.set_channel_window(product, channel, window)
         except Conflict:
@@ -512,13 +758,19 @@ class Fleet:
 
     def channel_status(self, product: str, channel: str) -> list[TrackStatus]:
         catalog = self.catalog(product)
-        found = catalog.channels.get(channel)
-        if found is None:
-            known = ", ".join(sorted(catalog.channels)) or "none yet"
-            raise FleetError(f"product {product!r} has no channel {channel!r} (channels: {known})")
+        found = _channel(catalog, channel)
         return [
             TrackStatus(product, channel, k, t) for k, t in sorted(found.tracks.items(), key=lambda kt: kt[0].value)
         ]
+
+    def _offerable(self, catalog: Catalog, kind: Kind, version: str) -> Release:
+        """The release a channel or pin may point at; a version with no release whose upload was
+        rejected is refused with the rejection's reason (not as unknown), which the operator can act on."""
+        if catalog.release(kind, version) is None:
+            rejected = self.rejection(catalog.product.name, kind, version)
+            if rejected is not None:
+                raise FleetError(rejection_text(rejected))
+        return _offerable(catalog, kind, version)
 
     def _set_state(self, product: str, channel: str, kind: Kind, state: TrackState, action: str) -> TrackStatus:
         def change(catalog: Catalog, current: Track | None) -> tuple[Track, bool]:
@@ -588,7 +840,7 @@ class Fleet:
         mac = parse_mac(mac)
         device = self.devices_store.get(mac)
         if device is None:
-            raise FleetError(f"unknown device {mac}: it never checked in and was never assigned")
+            raise FleetError(_unknown_device(mac))
         return device
 
     def assign(
@@ -607,7 +859,7 @@ class Fleet:
         catalog = self.catalog(product)
         channel = check_name("channel", channel) if channel else catalog.product.default_channel
         if pin is not None:
-            _offerable(catalog, Kind.APP, pin)
+            self._offerable(catalog, Kind.APP, pin)
         existing = self.devices_store.get(mac)
         base = existing or Device(mac=mac)
         moved = base.product is not None and base.product != product
@@ -669,7 +921,7 @@ class Fleet:
         for _ in range(2):
             device = self.devices_store.get(mac)
             if device is None:
-                raise FleetError(f"unknown device {mac}: it never checked in and was never assigned")
+                raise FleetError(_unknown_device(mac))
             reopened = {kind: attempts.retried(a) for kind, a in device.attempts.items()}
             try:
                 self.devices_store.reopen_attempts(device, reopened)
@@ -681,11 +933,28 @@ class Fleet:
             return after
         raise FleetError(f"{mac} changed while retrying it; try again")
 
-    def list_devices(self, product: str | None = None, *, unassigned: bool = False) -> FleetOverview:
+    def list_devices(
+        self, product: str | None = None, *, unassigned: bool = False, where: DeviceFilter | None = None
+    ) -> FleetOverview:
         """The fleet (optionally one product's devices, or only the unassigned ones: with a product, the
-        unassigned devices that asked for it by URL), its version distribution and the rollouts to watch."""
+        unassigned devices that asked for it by URL; and only those `where` matches), the version
+        distribution of the listed devices and the rollouts to watch."""
         if product is not None:
             self.catalog(product)
+        if where is not None:
+            if where.state is not None and where.state not in DEVICE_STATES:
+                raise FleetError(f"unknown device state {where.state!r}; choose one of {', '.join(DEVICE_STATES)}")
+            if where.version is not None:
+                check_name("version", where.version)
+            if (
+                where.seen_before is not None
+                and where.seen_within is not None
+                and where.seen_within <= where.seen_before
+            ):
+                raise FleetError("--seen-within must be longer than --seen-before, or no device can match both")
+            # A product's devices are its assigned ones; its unassigned ones are those that asked for it.
+            unassigned = unassigned or where.state == "unassigned"
+        now = epoch(self.clock())
         devices: list[Device] = []
         seen: dict[str, str] = {}
         for device, seen_product in self.devices_store.scan_seen():
@@ -693,6 +962,8 @@ class Fleet:
                 if device.assigned or (product is not None and seen_product != product):
                     continue
             elif product is not None and not (device.assigned and device.product == product):
+                continue
+            if where is not None and not where.matches(device, now):
                 continue
             devices.append(device)
             if seen_product and not device.assigned:
@@ -734,10 +1005,32 @@ def _offerable(catalog: Catalog, kind: Kind, version: str) -> Release:
         listing = ", ".join(known[-8:]) if known else "none yet"
         raise FleetError(f"{product} has no {kind.value} release {version!r} (registered: {listing})")
     if release.state is ReleaseState.REJECTED:
-        raise FleetError(f"{product} {kind.value} {version} was rejected: {release.reason or 'no reason recorded'}")
+        raise FleetError(rejection_text(release))
     if not release.offerable:
         raise FleetError(f"{product} {kind.value} {version} is {release.state.value} and cannot be offered")
     return release
+
+
+def rejection_text(release: Release) -> str:
+    """Why a version cannot be offered because its upload was rejected, and what to do."""
+    what = f"{release.product} {release.kind.value} {release.version}"
+    text = f"{what} was rejected: {release.reason or 'no reason recorded'}"
+    where = " at ".join(x for x in (release.s3_key, release.uploaded_at) if x)
+    if where:
+        text += f" (upload {where})"
+    return text + f"; upload a fixed image (`otafleet releases {release.product}` lists its uploads)"
+
+
+def _unknown_device(mac: str) -> str:
+    return f"unknown device {mac}: it never checked in and was never assigned"
+
+
+def _channel(catalog: Catalog, name: str) -> Channel:
+    found = catalog.channels.get(name)
+    if found is None:
+        known = ", ".join(sorted(catalog.channels)) or "none yet"
+        raise FleetError(f"product {catalog.product.name!r} has no channel {name!r} (channels: {known})")
+    return found
 
 
 def _track(catalog: Catalog, channel: str, kind: Kind) -> Track:
@@ -753,15 +1046,22 @@ def _track(catalog: Catalog, channel: str, kind: Kind) -> Track:
 
 
 __all__ = [
+    "DEVICE_STATES",
+    "ChannelSummary",
+    "Deleted",
+    "DeviceFilter",
     "Fleet",
     "FleetError",
     "FleetOverview",
     "ProductVersions",
+    "Revoked",
     "TrackStatus",
     "VersionCount",
     "check_name",
+    "device_states",
     "device_version",
     "distribution",
+    "last_seen",
     "parse_mac",
     "sort_versions",
 ]

@@ -115,6 +115,23 @@ def test_pause_resume_and_block_each_record_one_entry(door: World, run: Run) -> 
     assert entries[0].target == {"device": MAC}
 
 
+def test_revoking_and_deleting_are_recorded(door: World, run: Run) -> None:
+    door.channel("door", "beta", app="1.0.0")
+    assert run("release", "revoke", "door", "1.1.0").code == 0
+    assert run("channel", "delete", "door", "beta").code == 0
+    assert run("device", "delete", MAC).code == 0
+    entries = list(reversed(trail(door)))
+    assert [(e.action, e.target) for e in entries] == [
+        ("release.revoke", {"release": "app 1.1.0"}),
+        ("channel.delete", {"channel": "beta"}),
+        ("device.delete", {"device": MAC}),
+    ]
+    assert (entries[0].before, entries[0].after) == ({"state": "registered"}, {"state": "revoked"})
+    # What is gone shows as None after.
+    assert entries[1].before["app"]["version"] == "1.0.0" and entries[1].after == {"app": None}
+    assert entries[2].before["product"] == "door" and set(entries[2].after.values()) == {None}
+
+
 def test_audit_lists_the_trail_newest_first_as_a_table_and_as_json(door: World, run: Run) -> None:
     assert run("channel", "pause", "door", "stable").code == 0
     assert run("device", "block", MAC).code == 0

@@ -4,6 +4,7 @@ the world's tables and bucket, every command's happy path, its main mistakes and
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import socket
@@ -157,11 +158,9 @@ def test_no_stack(world: World, run: Run) -> None:
     result = run("info")
     assert result.code == 1
     assert error_line(result).startswith("otafleet: error: stack 'otafleet' not found in region eu-west-1;")
-    assert (
-        "sam deploy" in result.err
-        and "make run" in result.err
-        and "AWS_ENDPOINT_URL=http://127.0.0.1:4566" in (result.err)
-    )
+    assert "sam deploy" in result.err and "make run" in result.err
+    assert "the AWS endpoint it prints as --endpoint-url URL (or AWS_ENDPOINT_URL)" in result.err
+    assert "4566" not in result.err  # the local stack's port is its own setting: make run prints it
     assert run("--region", "us-west-2", "devices").err.count("not found in region us-west-2") == 1
 
 
@@ -209,6 +208,33 @@ def test_local_endpoint_not_running(run: Run, monkeypatch: pytest.MonkeyPatch) -
     assert result.code == 1
     assert error_line(result).startswith(f"otafleet: error: cannot reach {endpoint}")
     assert "is the local stack running?" in result.err
+
+
+def test_endpoint_url_option_not_running_names_it(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    result = run("--endpoint-url", endpoint, "devices")
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: cannot reach {endpoint}; is the local stack running?")
+    # The option wins over the environment variable.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    assert f"cannot reach {endpoint}" in run("info", "--endpoint-url", endpoint).err
+
+
+def test_endpoint_url_mistakes_and_help(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run("--endpoint-url", "localhost:4566", "info")
+    assert result.code == 1
+    assert error_line(result) == (
+        "otafleet: error: --endpoint-url: not an endpoint URL: 'localhost:4566' (expected http://HOST:PORT or https://HOST)"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "nonsense")
+    assert "AWS_ENDPOINT_URL: not an endpoint URL: 'nonsense'" in run("info").err
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://192.0.2.7:4999")
+    assert "AWS endpoint without --endpoint-url: http://192.0.2.7:4999" in " ".join(run("--help").out.split())
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert "AWS endpoint without --endpoint-url: AWS itself (AWS_ENDPOINT_URL is not set)" in " ".join(
+        run("--help").out.split()
+    )
 
 
 def test_local_endpoint_needs_no_real_credentials_or_region(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -707,6 +733,75 @@ def test_devices_with_version_distribution(door: World, run: Run) -> None:
     unassigned = run("devices", "--unassigned", "--json").json()
     assert [(d["mac"], d["seen_product"]) for d in unassigned["devices"]] == [("5C:CF:7F:00:00:04", "door")]
     assert len(run("devices", "--product", "door", "--json").json()["devices"]) == 3
+    # --state unassigned with a product: the unassigned devices that asked for it, as --unassigned.
+    by_state = run("devices", "--product", "door", "--state", "unassigned", "--json").json()["devices"]
+    assert [d["mac"] for d in by_state] == ["5C:CF:7F:00:00:04"]
+
+
+def seen_long_ago(world: World, mac: str, reported: Reported) -> None:
+    """What a check long ago wrote (World.device writes only what an operator sets)."""
+    from otafleet.storage.dynamo import to_item
+    from otafleet.storage.items import reported_to_map
+
+    clients.dynamodb(world.settings).update_item(
+        TableName=world.settings.devices_table,
+        Key={"mac": {"S": mac}},
+        UpdateExpression="SET reported = :r, last_seen = :at",
+        ExpressionAttributeValues=to_item({":r": reported_to_map(reported), ":at": reported.at}),
+    )
+
+
+def test_devices_filters(door: World, run: Run) -> None:
+    macs = [f"5C:CF:7F:00:00:0{i}" for i in range(2, 5)]
+    assert check(door, MAC, version="0.9.0") == 302  # offered 1.0.0 just now
+    long_ago = "2026-01-01T00:00:00Z"
+    door.device(macs[0])
+    seen_long_ago(door, macs[0], Reported(version="1.0.0", at=long_ago))
+    door.device(macs[1], blocked=True)
+    door.device(macs[2], pins={Kind.APP: "1.1.0"})
+
+    def listed(*argv: str) -> list[str]:
+        result = run("devices", "--product", "door", *argv, "--json")
+        assert result.code == 0, result.err
+        return [d["mac"] for d in result.json()["devices"]]
+
+    assert listed("--state", "offered") == [MAC]
+    assert listed("--state", "never-seen") == macs[1:]
+    assert listed("--state", "blocked") == [macs[1]]
+    assert listed("--state", "pinned") == [macs[2]]
+    assert listed("--state", "silent") == []
+    assert listed("--state", "unassigned") == listed("--unassigned") == []
+    assert listed("--version", "1.0.0") == [macs[0]]
+    assert listed("--version", "0.9.0", "--state", "offered") == [MAC]
+    assert listed("--seen-before", "3d") == [macs[0]]
+    assert listed("--seen-within", "1h") == [MAC]
+    assert listed("--seen-before", "1h", "--seen-within", "1000d") == [macs[0]]
+    # The distribution is of the listed devices.
+    data = run("devices", "--version", "1.0.0", "--json").json()
+    assert data["distribution"] == [{"product": "door", "versions": [{"version": "1.0.0", "devices": 1}]}]
+    table = run("devices", "--seen-before", "3d").out.splitlines()
+    assert table[1].split()[:5] == [macs[0], "door", "stable", "1.0.0", long_ago]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seen-before", "soon"], "--seen-before: not a duration: 'soon'"),
+        (["--seen-within=-1h"], "--seen-within: not a duration: '-1h'"),
+        (["--seen-before", "2h", "--seen-within", "1h"], "--seen-within must be longer than --seen-before"),
+        (["--version", "a b"], "invalid version 'a b'"),
+        (["--product", "nope", "--state", "failed"], "unknown product 'nope'"),
+    ],
+)
+def test_devices_filter_mistakes(door: World, run: Run, argv: list[str], message: str) -> None:
+    result = run("devices", *argv)
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: {message}")
+
+
+def test_devices_unknown_state_is_a_usage_error(door: World, run: Run) -> None:
+    result = run("devices", "--state", "bricked")
+    assert result.code == 2 and "invalid choice: 'bricked'" in result.err
 
 
 def test_devices_lists_a_zero_mac_record_with_a_warning_and_does_not_count_it(door: World, run: Run) -> None:
@@ -726,6 +821,7 @@ def test_devices_lists_a_zero_mac_record_with_a_warning_and_does_not_count_it(do
     [warning] = [line for line in lines if line.startswith("warning:")]
     assert warning.startswith(f"warning: {ZERO_MAC} is not a device")
     assert "it was assigned to door/stable" in warning and "docs/operations.md" in warning
+    assert f"`otafleet device delete {ZERO_MAC}`" in warning
     data = run("devices", "--json").json()
     assert [d["mac"] for d in data["devices"]] == [ZERO_MAC, MAC]
     assert data["distribution"] == [{"product": "door", "versions": [{"version": "1.0.0", "devices": 1}]}]
@@ -736,6 +832,207 @@ def test_devices_lists_a_zero_mac_record_with_a_warning_and_does_not_count_it(do
 def test_devices_when_there_are_none(stack: World, run: Run) -> None:
     result = run("devices")
     assert (result.code, result.out) == (0, "no devices\n")
+
+
+# --- revoking and deleting ---------------------------------------------------------------------------
+
+
+def test_release_revoke(door: World, run: Run) -> None:
+    result = run("release", "revoke", "door", "1.1.0")
+    assert result.code == 0, result.err
+    assert "door app 1.1.0 is revoked: no device is offered it" in result.err
+    assert "revoked" in result.out
+    assert [(r["version"], r["state"]) for r in run("releases", "door", "--json").json()] == [
+        ("1.0.0", "registered"),
+        ("1.1.0", "revoked"),
+    ]
+    again = run("release", "revoke", "door", "1.1.0", "--json")
+    assert again.code == 0 and "was revoked already" in again.err and again.json()["state"] == "revoked"
+    result = run("channel", "set", "door", "stable", "1.1.0")
+    assert result.code == 1 and "door app 1.1.0 is revoked and cannot be offered" in result.err
+
+
+def test_release_revoke_refuses_a_served_release_unless_forced(door: World, run: Run) -> None:
+    assert check(door, version="0.9.0") == 302  # stable offers 1.0.0
+    result = run("release", "revoke", "door", "1.0.0")
+    assert result.code == 1
+    assert error_line(result).startswith("otafleet: error: door app 1.0.0 is served by channel stable: point it at")
+    assert "--force" in result.err
+    # The previous release a staged rollout's other devices run is served too.
+    run("channel", "set", "door", "stable", "1.1.0", "--percent", "10")
+    assert "served by channel stable" in run("release", "revoke", "door", "1.0.0").err
+    run("channel", "set", "door", "stable", "1.0.0")
+    result = run("release", "revoke", "door", "1.0.0", "--force")
+    assert result.code == 0, result.err
+    assert "door/stable serves it and so offers nothing of it" in result.err
+    door.catalog.invalidate()
+    assert check(door, version="0.9.0") == 304  # a revoked release is never offered
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["release", "revoke", "door", "9.9"], "door has no app release '9.9' (registered: 1.0.0, 1.1.0)"),
+        (["release", "revoke", "door", "1.0.0", "--fs"], "door has no fs release '1.0.0'"),
+        (["release", "revoke", "nope", "1.0.0"], "unknown product 'nope'"),
+        (["channel", "delete", "door", "beta"], "product 'door' has no channel 'beta' (channels: stable)"),
+        (["channel", "delete", "nope", "beta"], "unknown product 'nope'"),
+        (["device", "delete", "not-a-mac"], "not a MAC address: 'not-a-mac'"),
+        (["device", "delete", "5C:CF:7F:00:00:99"], "unknown device 5C:CF:7F:00:00:99"),
+        (["product", "delete", "nope"], "unknown product 'nope'"),
+    ],
+)
+def test_revoke_and_delete_mistakes(door: World, run: Run, argv: list[str], message: str) -> None:
+    result = run(*argv)
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: {message}")
+
+
+def test_release_revoke_of_a_rejected_upload(door: World, run: Run) -> None:
+    door.catalog.add_rejection(
+        Release(
+            "door", Kind.APP, "2.0.0", 3, "0" * 32, "1" * 64, "firmware/door/2.0.0.bin",
+            state=ReleaseState.REJECTED, reason="not an ESP image",
+        )
+    )  # fmt: skip
+    result = run("release", "revoke", "door", "2.0.0")
+    assert result.code == 1
+    assert "door app 2.0.0 was rejected: not an ESP image" in result.err and "nothing to revoke" in result.err
+
+
+def test_channels(door: World, run: Run) -> None:
+    run("channel", "set", "door", "beta", "1.1.0", "--percent", "50")
+    run("window", "set", "door", "daily 01:00-05:00", "--channel", "beta")
+    result = run("channels", "door")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    headers = ["CHANNEL", "DEFAULT", "KIND", "VERSION", "PREVIOUS", "PERCENT", "STATE", "DEVICES", "WINDOW"]
+    assert lines[0].split() == headers
+    assert lines[1].split()[:8] == ["beta", "no", "app", "1.1.0", "-", "50%", "active", "0"]
+    assert lines[2].split() == ["stable", "yes", "app", "1.0.0", "-", "100%", "active", "1", "-"]
+    data = run("channels", "door", "--json").json()
+    assert [(c["channel"], c["default"], c["devices"]) for c in data] == [("beta", False, 0), ("stable", True, 1)]
+    assert data[0]["window"] and data[0]["tracks"][0]["version"] == "1.1.0"
+    run("product", "create", "cam", "--platform", "esp32")
+    assert "cam has no channels yet" in run("channels", "cam").out
+    assert "unknown product 'nope'" in run("channels", "nope").err
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tables_fit_the_terminal_and_pipes_keep_everything(
+    door: World, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setenv("COLUMNS", "120")  # what shutil.get_terminal_size reads first
+    captured, terminal = sys.stdout, Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(["releases", "door"]) == 0
+    lines = terminal.getvalue().splitlines()
+    assert lines and all(len(line) <= 120 for line in lines) and "…" in lines[1]
+    assert lines[1].split()[:3] == ["app", "1.0.0", "registered"]  # the narrow columns are left whole
+    monkeypatch.setattr(sys, "stdout", captured)
+    piped = run("releases", "door").out.splitlines()
+    assert max(len(line) for line in piped) > 120 and "firmware/door/1.0.0.bin" in piped[1]
+
+
+def csv_rows(result: Result) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    assert result.code == 0, result.err
+    return list(csv.DictReader(io.StringIO(result.out)))
+
+
+def test_output_csv_for_the_list_commands(door: World, run: Run) -> None:
+    run("channel", "set", "door", "beta", "1.1.0", "--percent", "50")
+    run("window", "set", "door", "mon-fri 01:00-05:00", "--channel", "beta")
+    products = csv_rows(run("--output", "csv", "products"))
+    assert [(p["PRODUCT"], p["PLATFORM"], p["DEFAULT CHANNEL"]) for p in products] == [("door", "esp8266", "stable")]
+    releases = csv_rows(run("releases", "door", "--output", "csv"))
+    assert [(r["VERSION"], r["STATE"], r["CHANNELS"], r["REASON"]) for r in releases] == [
+        ("1.0.0", "registered", "stable", ""),
+        ("1.1.0", "registered", "beta 50%", ""),
+    ]
+    channels = csv_rows(run("channels", "door", "--output", "csv"))
+    assert [(c["CHANNEL"], c["DEFAULT"], c["PERCENT"], c["PREVIOUS"]) for c in channels] == [
+        ("beta", "no", "50%", ""),
+        ("stable", "yes", "100%", ""),
+    ]
+    assert channels[0]["WINDOW"].startswith("mon")
+    devices = csv_rows(run("devices", "--output", "csv"))
+    assert [(d["MAC"], d["PRODUCT"], d["CHANNEL"]) for d in devices] == [(MAC, "door", "stable")]
+    # No rows: the header alone, so a script reads an empty table rather than a sentence.
+    assert run("devices", "--state", "silent", "--output", "csv").out == (
+        "MAC,PRODUCT,CHANNEL,VERSION,LAST SEEN,LAST ANSWER,NOTES\n"
+    )
+    # --output json is --json.
+    assert run("channels", "door", "--output", "json").json() == run("channels", "door", "--json").json()
+
+
+def test_output_csv_is_refused_before_a_command_that_is_no_list_runs(door: World, run: Run) -> None:
+    result = run("--output", "csv", "channel", "set", "door", "stable", "1.1.0")
+    assert result.code == 2
+    assert error_line(result) == (
+        "otafleet: error: --output csv is for the list commands (products, releases, channels, devices); "
+        "use --output json"
+    )
+    assert run("channel", "show", "door", "stable", "--json").json()[0]["version"] == "1.0.0"  # nothing changed
+    result = run("devices", "--output", "xml")
+    assert result.code == 2 and "invalid choice: 'xml'" in result.err
+
+
+def test_channel_delete(door: World, run: Run) -> None:
+    run("channel", "set", "door", "beta", "1.1.0")
+    run("device", "assign", "5C:CF:7F:00:00:02", "--product", "door", "--channel", "beta")
+    result = run("channel", "delete", "door", "beta")
+    assert result.code == 1
+    assert error_line(result) == (
+        "otafleet: error: 1 device is assigned to door/beta (5C:CF:7F:00:00:02): move them first with "
+        "`otafleet device assign MAC --product door --channel OTHER`"
+    )
+    result = run("channel", "delete", "door", "stable")
+    assert result.code == 1 and "stable is door's default channel" in result.err
+    run("device", "assign", "5C:CF:7F:00:00:02", "--product", "door", "--channel", "stable")
+    result = run("channel", "delete", "door", "beta")
+    assert (result.code, result.out) == (0, "deleted channel door/beta\n")
+    assert [c["channel"] for c in run("channels", "door", "--json").json()] == ["stable"]
+
+
+def test_device_delete(door: World, run: Run) -> None:
+    result = run("device", "delete", MAC.lower().replace(":", "-"), "--json")
+    assert result.code == 0, result.err
+    assert result.json() == {"deleted": f"device {MAC}", "items": 1, "unassigned": []}
+    assert "unknown device" in run("device", "show", MAC).err
+    # The record an earlier otafleet kept under the zero MAC is what this verb is for.
+    door.device(ZERO_MAC, "door")
+    assert run("device", "delete", ZERO_MAC).code == 0
+    assert run("devices", "--json").json()["devices"] == []
+
+
+def test_product_delete(door: World, run: Run) -> None:
+    assert check(door, version="0.9.0") == 302  # an attempt of door's 1.0.0 in flight
+    result = run("product", "delete", "door")
+    assert result.code == 1
+    assert error_line(result).startswith("otafleet: error: product door has channel stable and 1 device: ")
+    assert "--force" in result.err
+    assert run("products", "--json").json()[0]["name"] == "door"
+    result = run("product", "delete", "door", "--force", "--json")
+    assert result.code == 0, result.err
+    assert result.json() == {"deleted": "product door", "items": 4, "unassigned": [MAC]}
+    assert "unassigned 1 device(s)" in result.err
+    assert run("products", "--json").json() == []
+    device = run("device", "show", MAC, "--json").json()
+    assert (device["assigned"], device["product"], device["channel"]) == (False, None, None)
+    assert (device["attempts"], device["silence_watch"]) == ({}, None)  # door's releases are gone with it
+    # A product with releases only (no channels, no devices) goes without --force.
+    run("product", "create", "cam", "--platform", "esp32")
+    door.release("cam", "1.0.0")
+    assert run("product", "delete", "cam").out == "deleted product cam\n"
 
 
 # --- explain ------------------------------------------------------------------------------------------
@@ -940,6 +1237,43 @@ def test_upload_through_the_real_ingest(door: World, run: Run, tmp_path: Path, m
     assert door.catalog.get_release("door", Kind.APP, "1.4.0") is None  # never a release
 
 
+def test_releases_lists_a_rejected_upload_and_channel_set_names_it(
+    door: World, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    garbage = tmp_path / "door-1.4.0.bin"
+    garbage.write_bytes(b"not firmware at all")
+    ingest_on_first_wait(monkeypatch, door, "firmware/door/1.4.0.bin")
+    assert run("upload", str(garbage), "--product", "door").code == 1
+    rejected = door.catalog.upload_status("door", Kind.APP, "1.4.0", hashlib.sha256(garbage.read_bytes()).hexdigest())
+    assert rejected is not None and rejected.reason and rejected.uploaded_at
+
+    result = run("releases", "door")
+    assert result.code == 0
+    row = next(line for line in result.out.splitlines() if " 1.4.0 " in line)
+    assert row.split()[:3] == ["app", "1.4.0", "rejected"]
+    assert rejected.reason in row and "firmware/door/1.4.0.bin" in row and rejected.uploaded_at in row
+    data = run("releases", "door", "--json").json()
+    assert [(r["version"], r["state"]) for r in data] == [
+        ("1.0.0", "registered"),
+        ("1.1.0", "registered"),
+        ("1.4.0", "rejected"),
+    ]
+    assert (data[2]["reason"], data[2]["s3_key"], data[2]["channels"]) == (
+        rejected.reason,
+        "firmware/door/1.4.0.bin",
+        [],
+    )
+
+    result = run("channel", "set", "door", "stable", "1.4.0")
+    assert result.code == 1
+    assert error_line(result).startswith(f"otafleet: error: door app 1.4.0 was rejected: {rejected.reason}")
+    assert "has no release" not in result.err and "firmware/door/1.4.0.bin" in result.err
+    result = run("device", "assign", MAC, "--product", "door", "--pin", "1.4.0")
+    assert result.code == 1 and "door app 1.4.0 was rejected" in result.err
+    # A version nobody uploaded is still unknown.
+    assert "door has no app release '1.5.0'" in run("channel", "set", "door", "stable", "1.5.0").err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -986,24 +1320,27 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop()
 
 
-def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> None:
+def local_stack(endpoint: str, name: str = "otafleet", prefix: str = "local") -> Any:
+    """What make run registers on its AWS endpoint: the tables, the bucket and a stack naming them (the
+    endpoint's server shares moto's state across tests: each test takes its own names). Returns its S3."""
     from otafleet.config import Settings
     from otafleet_local import resources
 
     session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
-    settings = Settings("local-devices", "local-catalog", "local-firmware", "us-east-1", endpoint_url=endpoint)
+    names = (f"{prefix}-devices", f"{prefix}-catalog", f"{prefix}-firmware")
+    settings = Settings(*names, "us-east-1", endpoint_url=endpoint)
     s3 = session.client("s3", endpoint_url=endpoint)
     resources.create(settings, session.client("dynamodb", endpoint_url=endpoint), s3)
     outputs = {
         "ApiUrl": "http://127.0.0.1:3000",
-        "FirmwareBucketName": "local-firmware",
-        "DevicesTableName": "local-devices",
-        "CatalogTableName": "local-catalog",
+        "FirmwareBucketName": names[2],
+        "DevicesTableName": names[0],
+        "CatalogTableName": names[1],
         "AuditTableName": settings.audit_table,
         "Region": "us-east-1",
     }
     session.client("cloudformation", endpoint_url=endpoint).create_stack(
-        StackName="otafleet",
+        StackName=name,
         TemplateBody=json.dumps(
             {
                 "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
@@ -1011,6 +1348,11 @@ def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> N
             }
         ),
     )
+    return s3
+
+
+def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> None:
+    s3 = local_stack(endpoint)
 
     info = run("info", "--json")
     assert info.code == 0, info.err
@@ -1027,6 +1369,23 @@ def test_local_endpoint_end_to_end(endpoint: str, run: Run, tmp_path: Path) -> N
     assert run("devices", "--json").json()["devices"][0]["mac"] == MAC
 
 
+def test_endpoint_url_option_reaches_every_client(
+    endpoint: str, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = local_stack(endpoint, "otafleet-option", "option")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the option says where AWS is
+    opt = ("--endpoint-url", endpoint, "--stack-name", "otafleet-option")
+    info = run(*opt, "info", "--json")
+    assert info.code == 0, info.err
+    assert info.json()["endpoint_url"] == endpoint
+    assert run(*opt, "product", "create", "door", "--platform", "esp8266").code == 0  # DynamoDB
+    image = tmp_path / "door-2.0.0.bin"
+    image.write_bytes(fake_image("door-2.0.0"))
+    assert run(*opt, "upload", str(image), "--product", "door", "--timeout", "0").code == 2  # S3, nothing registers
+    assert s3.head_object(Bucket="option-firmware", Key="firmware/door/2.0.0.bin")["ContentLength"] == 4096
+    assert run("rollout", "tick", *opt).code == 0  # the controller's own clients (Settings.endpoint_url)
+
+
 def test_import_php_mapping_dry_run_then_apply(door: World, run: Run, tmp_path: Path) -> None:
     mapping = tmp_path / "devices.php"
     mapping.write_text(
@@ -1040,6 +1399,22 @@ def test_import_php_mapping_dry_run_then_apply(door: World, run: Run, tmp_path: 
     assert applied.code == 0, applied.err
     device = door.devices.get("18:FE:AA:AA:AA:BB")
     assert device is not None and device.product == "door" and device.pins == {Kind.APP: "1.1.0"}
+
+
+def test_import_json(door: World, run: Run, tmp_path: Path) -> None:
+    mapping = tmp_path / "devices.csv"
+    mapping.write_text("mac,version\n18:FE:AA:AA:AA:AA,1.0.0\n00:00:00:00:00:00,1.0.0\n")
+    dry = run("import", str(mapping), "--product", "door", "--dry-run", "--json")
+    assert dry.code == 1  # an entry was skipped
+    data = dry.json()
+    assert (data["dry_run"], data["written"], data["counts"]["new"], data["counts"]["skipped"]) == (True, 0, 1, 1)
+    assert [c["mac"] for c in data["changes"]] == ["18:FE:AA:AA:AA:AA"] and "not a device" in data["skipped"][0][
+        "reason"
+    ]
+    assert door.devices.get("18:FE:AA:AA:AA:AA") is None
+    applied = run("--output", "json", "import", str(mapping), "--product", "door").json()
+    assert (applied["dry_run"], applied["written"]) == (False, 1)
+    assert door.devices.get("18:FE:AA:AA:AA:AA") is not None
 
 
 def test_import_skips_the_zero_mac_with_the_reason(door: World, run: Run, tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from dataclasses import replace
 import pytest
 
 from otafleet import credentials
-from otafleet.fleet import Fleet, FleetError, distribution
+from otafleet.fleet import DeviceFilter, Fleet, FleetError, device_states, distribution
 from otafleet.models import AttemptState, CheckRecord, Delivery, Device, Kind, ReleaseState, Reported, TrackState
+from otafleet.rhythm import epoch
 from otafleet.rollout import in_rollout
 from otafleet.storage import clients
 from support.devices import basic, esp8266_headers
@@ -417,3 +418,54 @@ def test_counts_belong_to_one_rollout(door: World, fleet: Fleet) -> None:
     door.catalog.set_track_state("door", "stable", Kind.APP, "1.1.0", TrackState.HALTED)
     assert fleet.resume("door", "stable").track.failures == 3
     assert fleet.resume("door", "stable", reset_counts=True).track.failures == 0
+
+
+# --- revoking, deleting, filtering ------------------------------------------------------------------
+
+
+def test_revoke_is_refused_for_the_baseline_of_a_halted_rollout_and_a_revoked_pin_is_never_offered(
+    door: World, fleet: Fleet
+) -> None:
+    fleet.set_channel("door", "stable", "1.1.0")
+    fleet.pause("door", "stable")  # devices outside the rollout, here all, run the previous release
+    with pytest.raises(FleetError, match=r"door app 1\.0\.0 is served by channel stable"):
+        fleet.revoke("door", "1.0.0")
+    done = fleet.revoke("door", "1.2.0")
+    assert (done.release.state, done.serving, done.already) == (ReleaseState.REVOKED, (), False)
+    assert fleet.revoke("door", "1.2.0").already
+    with pytest.raises(FleetError, match=r"door app 1\.2\.0 is revoked and cannot be offered"):
+        fleet.assign(MAC, "door", pin="1.2.0")
+    # A device pinned before the revocation is offered nothing (the decision's target-unavailable).
+    door.device(MAC, "door", pins={Kind.APP: "1.1.0"})
+    forced = fleet.revoke("door", "1.1.0", force=True)
+    assert forced.serving == ("stable",)
+    door.catalog.invalidate()
+    decision = door.service().explain(MAC, mode="sketch")
+    assert decision is not None and decision.reason == "target-unavailable"
+
+
+def test_channel_list_counts_only_assigned_devices_of_each_channel(door: World, fleet: Fleet) -> None:
+    fleet.set_channel("door", "beta", "1.1.0", percent=10)
+    fleet.assign(MAC, "door", "beta")
+    door.devices.put(Device(mac="5C:CF:7F:00:00:02", product="door", channel="beta", assigned=False))
+    listed = fleet.channel_list("door")
+    assert [(c.channel.name, c.devices, c.default, [t.track.version for t in c.tracks]) for c in listed] == [
+        ("beta", 1, False, ["1.1.0"]),
+        ("stable", 0, True, ["1.0.0"]),
+    ]
+
+
+def test_device_states_and_filter() -> None:
+    seen = Device(mac=MAC, product="door", channel="stable", assigned=True, last_seen="2026-11-24T10:00:00Z")
+    assert device_states(seen) == frozenset()
+    assert device_states(replace(seen, last_seen=None, blocked=True, failed=frozenset({"1.1.0"}))) == {
+        "never-seen",
+        "blocked",
+        "failed",
+    }
+    now = epoch(NOW)  # the device was seen two hours before
+    assert DeviceFilter(seen_before=3600).matches(seen, now)
+    assert not DeviceFilter(seen_before=3 * 3600).matches(seen, now)
+    assert DeviceFilter(seen_within=3 * 3600).matches(seen, now)
+    assert not DeviceFilter(seen_within=3600).matches(seen, now)
+    assert not DeviceFilter(seen_before=1).matches(replace(seen, last_seen=None), now)  # never seen: no match

@@ -31,12 +31,18 @@ from otafleet_cli.main import build_parser, describe_failure, main
         (["explain", "AA:BB:CC:DD:EE:FF", "--mode", "spiffs"], commands.explain),
         (["rollout", "tick"], commands.rollout_tick),
         (["rollout", "status", "door", "stable"], commands.rollout_status),
+        (["release", "revoke", "door", "1.0", "--fs", "--force"], commands.release_revoke),
+        (["channels", "door"], commands.channels),
+        (["channel", "delete", "door", "beta"], commands.channel_delete),
+        (["device", "delete", "AA:BB:CC:DD:EE:FF"], commands.device_delete),
+        (["product", "delete", "door", "--force"], commands.product_delete),
+        (["devices", "--version", "1.0", "--state", "silent", "--seen-before", "3d"], commands.devices),
     ],
 )
 def test_every_command_parses(argv: list[str], handler: object) -> None:
     args = build_parser().parse_args([*argv, "--json"])
     assert args.handler is handler
-    assert args.json is True
+    assert args.output == "json"
 
 
 def test_global_options_before_or_after_the_command() -> None:
@@ -44,8 +50,15 @@ def test_global_options_before_or_after_the_command() -> None:
     before = parser.parse_args(["--stack-name", "s", "--region", "r", "--profile", "p", "--json", "products"])
     after = parser.parse_args(["products", "--stack-name", "s", "--region", "r", "--profile", "p", "--json"])
     for args in (before, after):
-        assert (args.stack_name, args.region, args.profile, args.json) == ("s", "r", "p", True)
-    assert "json" not in vars(parser.parse_args(["products"]))
+        assert (args.stack_name, args.region, args.profile, args.output) == ("s", "r", "p", "json")
+    assert "output" not in vars(parser.parse_args(["products"]))
+
+
+def test_output_option_and_its_json_alias() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["--output", "csv", "devices"]).output == "csv"
+    assert parser.parse_args(["devices", "--output", "table"]).output == "table"
+    assert parser.parse_args(["--output", "csv", "devices", "--json"]).output == "json"  # the last one wins
 
 
 def test_defaults() -> None:

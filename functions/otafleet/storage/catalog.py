@@ -12,13 +12,26 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from otafleet.config import Settings
-from otafleet.models import COUNTERS, AuditEntry, Catalog, Channel, Kind, Product, Release, Track, TrackState, Window
+from otafleet.models import (
+    COUNTERS,
+    AuditEntry,
+    Catalog,
+    Channel,
+    Kind,
+    Product,
+    Release,
+    ReleaseState,
+    Track,
+    TrackState,
+    Window,
+)
 from otafleet.storage import clients
 from otafleet.storage.audit import audit_put
 from otafleet.storage.dynamo import from_item, to_item
 from otafleet.storage.errors import Conflict, translated
 from otafleet.storage.items import (
     PRODUCT_SK,
+    REJECTION_PREFIX,
     channel_from_item,
     channel_sk,
     channel_to_item,
@@ -175,6 +188,66 @@ class CatalogStore:
         finally:
             self.invalidate(product)
 
+    def set_release_state(self, release: Release, state: ReleaseState) -> None:
+        """Change a registered release's state (revoking it), conditional on the state read, so two
+        operators never undo each other's change unseen. Its bytes and facts stay as registered.
+        Conflict when the release is gone or its state changed."""
+        try:
+            with translated():
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={
+                        "pk": {"S": product_pk(release.product)},
+                        "sk": {"S": release_sk(release.kind, release.version)},
+                    },
+                    UpdateExpression="SET #s = :s",
+                    ConditionExpression="attribute_exists(pk) AND #s = :before",
+                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeValues={":s": {"S": state.value}, ":before": {"S": release.state.value}},
+                )
+        finally:
+            self.invalidate(release.product)
+
+    def delete_channel(self, product: str, channel: str) -> None:
+        """Delete a channel with its tracks, window and rollout counters (all on its one item).
+        Conflict when it does not exist."""
+        try:
+            with translated():
+                self.client.delete_item(
+                    TableName=self.table,
+                    Key={"pk": {"S": product_pk(product)}, "sk": {"S": channel_sk(channel)}},
+                    ConditionExpression="attribute_exists(pk)",
+                )
+        finally:
+            self.invalidate(product)
+
+    def delete_product(self, product: str) -> int:
+        """Delete every item of the product's partition: channels, releases, rejected uploads, quota counts,
+        and the product itself last, so that a run cut short leaves a product that can be deleted again
+        rather than items nobody can reach. Returns how many items went."""
+        keys: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": product_pk(product)}},
+            "ProjectionExpression": "pk, sk",
+            "ConsistentRead": True,
+        }
+        try:
+            with translated():
+                while True:
+                    out = self.client.query(**kwargs)
+                    keys += out.get("Items", [])
+                    if "LastEvaluatedKey" not in out:
+                        break
+                    kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+                keys.sort(key=lambda k: k["sk"]["S"] == PRODUCT_SK)  # the product's own item last
+                for key in keys:
+                    self.client.delete_item(TableName=self.table, Key=key)
+        finally:
+            self.invalidate(product)
+        return len(keys)
+
     def get_product(self, name: str) -> Product | None:
         item = self._get(product_pk(name), PRODUCT_SK)
         return product_from_item(item) if item else None
@@ -273,6 +346,25 @@ class CatalogStore:
         item["type"] = "rejection"
         with translated():
             self.client.put_item(TableName=self.table, Item=to_item(item))
+
+    def rejections(self, product: str) -> list[Release]:
+        """The product's rejected uploads (each kept under its own key beside the releases, see
+        add_rejection), oldest first. A separate Query: the update path's catalog read never needs them."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :x)",
+            "ExpressionAttributeValues": {":pk": {"S": product_pk(product)}, ":x": {"S": REJECTION_PREFIX}},
+            "ConsistentRead": True,
+        }
+        found: list[Release] = []
+        with translated():
+            while True:
+                out = self.client.query(**kwargs)
+                found += [release_from_item(from_item(i)) for i in out.get("Items", [])]
+                if "LastEvaluatedKey" not in out:
+                    break
+                kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+        return sorted(found, key=lambda r: r.uploaded_at or "")
 
     def upload_status(self, product: str, kind: Kind, version: str, sha256: str) -> Release | None:
         """What became of an upload with these bytes: its release, its rejection, or None (not yet)."""

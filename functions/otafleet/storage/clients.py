@@ -25,7 +25,9 @@ def dynamodb(settings: Settings) -> Any:
     # Devices retry at their next scheduled check; failing fast beats holding the Lambda.
     config = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 3, "mode": "standard"})
     with _creating:
-        return boto3.client("dynamodb", region_name=settings.region, config=config)
+        # The endpoint explicitly (None: AWS, or what boto3 finds itself): the operator CLI's --endpoint-url
+        # reaches these clients only through settings, not the environment.
+        return boto3.client("dynamodb", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config)
 
 
 @lru_cache(maxsize=4)
@@ -34,8 +36,8 @@ def s3(settings: Settings, *, public: bool = False) -> Any:
     import boto3
     from botocore.config import Config
 
-    endpoint = settings.public_s3_endpoint if public and settings.public_s3_endpoint else None
-    local = bool(endpoint or settings.endpoint_url)
+    endpoint = settings.public_s3_endpoint if public and settings.public_s3_endpoint else settings.endpoint_url
+    local = bool(endpoint)
     config = Config(
         signature_version="s3v4",
         connect_timeout=2,
@@ -61,4 +63,4 @@ def sns(settings: Settings) -> Any:
     # transition is written already whatever the publish does.
     config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"})
     with _creating:
-        return boto3.client("sns", region_name=settings.region, config=config)
+        return boto3.client("sns", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config)

@@ -146,6 +146,16 @@ class DeviceStore:
         with translated():
             self.client.update_item(**update)
 
+    def delete(self, mac: str) -> None:
+        """Delete a device's record (its credentials, attempts and history with it); NotFound if none."""
+        with translated():
+            try:
+                self.client.delete_item(
+                    TableName=self.table, Key={"mac": {"S": mac}}, ConditionExpression="attribute_exists(mac)"
+                )
+            except self.client.exceptions.ConditionalCheckFailedException:
+                raise NotFound(mac) from None
+
     def scan(self) -> Iterator[Device]:
         with translated():
             for page in self.client.get_paginator("scan").paginate(TableName=self.table):

@@ -57,8 +57,12 @@ def quota_sk(name: str, period: str) -> str:
     return f"Q#{name}#{period}"
 
 
+# Rejected uploads' sort keys start with this: CatalogStore.rejections reads them by it.
+REJECTION_PREFIX = "X#"
+
+
 def rejection_sk(kind: Kind, version: str, sha256: str) -> str:
-    return f"X#{kind.value}#{version}#{sha256}"
+    return f"{REJECTION_PREFIX}{kind.value}#{version}#{sha256}"
 
 
 def counter_name(event: str, kind: Kind, version: str) -> str:
