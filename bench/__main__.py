@@ -14,7 +14,6 @@ import platform
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,8 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.names or list(BENCHMARKS)
     loopback_only()
     silence_code_under_test()
-    # Metrics with their own dimensions flush at once, so the per-invocation set is often empty.
-    warnings.filterwarnings("ignore", message="No application metrics to publish")
     started = time.monotonic()
     started_at = datetime.now(UTC)
     say(f"otafleet benchmarks ({'quick' if args.quick else 'full'} run): {', '.join(names)}")

@@ -1,12 +1,14 @@
 """Logging, metrics and tracing, created once and only when first used.
 
-Powertools Logger writes one JSON line per call; Metrics emits CloudWatch EMF with low-cardinality
-dimensions only (never a MAC). The X-Ray SDK is imported only when tracing is switched on.
+Powertools Logger writes one JSON line per call. Metrics are CloudWatch EMF written here: all of an
+invocation's counts in one line (EMF allows several directives per line, each with its dimensions, the
+values as top-level fields), with low-cardinality dimensions only (never a MAC). The EMF format is small
+and fixed, and writing it directly keeps Powertools Metrics off the update function's cold path and its
+per-metric validation off every check. The X-Ray SDK is imported only when tracing is switched on.
 
 A Lambda sandbox runs one invocation at a time, but the local stack runs several at once in one process
 (its sandboxes share these objects), so what belongs to one invocation is kept per thread: the log
-keys are Powertools' thread-safe (context-local) keys, and the metric set, which every Metrics instance
-shares, is added to and flushed under a lock.
+keys are Powertools' thread-safe (context-local) keys, and the counts are thread-local.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import importlib.util
 import json
 import os
 import threading
+import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools import Logger, Metrics
+    from aws_lambda_powertools import Logger
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "otafleet")
-_metric_set = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -34,10 +36,8 @@ def logger() -> Logger:
 
 
 @lru_cache(maxsize=1)
-def metrics() -> Metrics:
-    from aws_lambda_powertools import Metrics
-
-    return Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "otafleet"), service=SERVICE)
+def _namespace() -> str:
+    return os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "otafleet")
 
 
 @lru_cache(maxsize=1)
@@ -49,68 +49,53 @@ def tracing_enabled() -> bool:
     return os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() in ("false", "0")
 
 
-_detailed = threading.local()  # this invocation's metrics with dimensions of their own
+_counts = threading.local()  # this invocation's counts: {(name, dimensions): value}
 
 
 def count(name: str, value: int = 1, **dimensions: str) -> None:
-    """Count `name` in this invocation's metrics. All of an invocation's metrics leave in one EMF line
-    (`_flushing_metrics`); a metric with dimensions of its own joins that line as a directive of its own."""
-    from aws_lambda_powertools.metrics import MetricUnit
-
-    if dimensions:
-        if _metrics_disabled():
-            return
-        pending = getattr(_detailed, "items", None)
-        if pending is None:
-            pending = _detailed.items = []
-        pending.append((name, value, dimensions))
-    else:
-        with _metric_set:
-            metrics().add_metric(name=name, unit=MetricUnit.Count, value=value)
+    """Count `name` in this invocation's metrics (with `service` and these dimensions); they leave in one
+    EMF line when the invocation ends (`flush`)."""
+    if _metrics_disabled():
+        return
+    pending: dict[tuple[str, tuple[tuple[str, str], ...]], int] | None = getattr(_counts, "pending", None)
+    if pending is None:
+        pending = _counts.pending = {}
+    key = (name, tuple(sorted(dimensions.items())))
+    pending[key] = pending.get(key, 0) + value
 
 
-def _emit_single(name: str, value: int, dimensions: dict[str, str]) -> None:
-    from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-    with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=metrics().namespace) as sm:
-        sm.add_dimension(name="service", value=SERVICE)
-        for key, val in dimensions.items():
-            sm.add_dimension(name=key, value=val)
+def emf_lines(pending: dict[tuple[str, tuple[tuple[str, str], ...]], int], now_ms: int) -> list[dict[str, Any]]:
+    """The EMF documents for these counts: one, unless a metric name or a dimension's value would appear
+    twice with different meanings in it (both are top-level fields); such a count gets a line of its own."""
+    lines: list[dict[str, Any]] = []
+    for (name, dims), value in pending.items():
+        fields = {"service": SERVICE, **dict(dims)}
+        line = next(
+            (d for d in lines if name not in d and all(d.get(k, v) == v for k, v in fields.items())),
+            None,
+        )
+        if line is None:
+            line = {"_aws": {"Timestamp": now_ms, "CloudWatchMetrics": []}}
+            lines.append(line)
+        line.update(fields)
+        line[name] = float(value)
+        directives = line["_aws"]["CloudWatchMetrics"]
+        same = next((d for d in directives if d["Dimensions"] == [list(fields)]), None)
+        if same is None:  # metrics with the same dimensions share one directive
+            same = {"Namespace": _namespace(), "Dimensions": [list(fields)], "Metrics": []}
+            directives.append(same)
+        same["Metrics"].append({"Name": name, "Unit": "Count"})
+    return lines
 
 
 def flush() -> None:
-    """Write this invocation's metrics as one EMF line: the shared set, plus a directive per metric with
-    its own dimensions (EMF allows several per line, their values as top-level fields). A metric whose
-    name or dimension value would clash with one already in the line gets a line of its own."""
-    pending = getattr(_detailed, "items", None) or []
-    _detailed.items = []
-    with _metric_set:
-        m = metrics()
-        shared = m.metric_set and not _metrics_disabled()
-        blob: dict[str, Any] = dict(m.serialize_metric_set()) if shared else {}
-        m.clear_metrics()
-    if not blob:  # no line to join (pending is empty when metrics are disabled)
-        for name, value, dims in pending:
-            _emit_single(name, value, dims)
+    """Write this invocation's counts as EMF to stdout (one line in the usual case) and forget them."""
+    pending = getattr(_counts, "pending", None)
+    _counts.pending = {}
+    if not pending:
         return
-    directives = blob["_aws"]["CloudWatchMetrics"]
-    alone = []
-    for name, value, dims in pending:
-        if name in blob or any(k in blob and blob[k] != v for k, v in dims.items()):
-            alone.append((name, value, dims))
-            continue
-        blob.update(dims)
-        blob[name] = float(value)
-        directives.append(
-            {
-                "Namespace": directives[0]["Namespace"],
-                "Dimensions": [["service", *dims]],
-                "Metrics": [{"Name": name, "Unit": "Count"}],
-            }
-        )
-    print(json.dumps(blob, separators=(",", ":")))
-    for name, value, dims in alone:
-        _emit_single(name, value, dims)
+    for line in emf_lines(pending, int(time.time() * 1000)):
+        print(json.dumps(line, separators=(",", ":")))
 
 
 _cold = True
