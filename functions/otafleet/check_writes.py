@@ -15,7 +15,8 @@ A check is written whenever any of these hold (`why_write` names the first that 
 - the answer for the kind it asked about differs from the last recorded one for that kind;
 - a fact the record keeps changes: the filesystem version, the chip, the product asked for by URL, the
   expiry of an untrusted record set or dropped;
-- its rhythm is still being learned (the first gaps must be measured, not inferred);
+- its rhythm is still being learned and this check's gap taught it something (the first gaps must be
+  measured, not inferred; a gap too short to count teaches nothing);
 - the last recorded check is `heartbeat` seconds old or older (0: every check is written).
 
 A pure function of the record read and the record the decision would write.
@@ -31,6 +32,15 @@ from otafleet.rhythm import epoch, learned
 
 def _reports(r: Reported) -> Reported:
     return replace(r, mode=None, at=None)
+
+
+def _teaches(device: Device, record: CheckRecord) -> bool:
+    """Whether the check's gap moved the interval being learned: a gap under rhythm.MIN_GAP_SECONDS (the
+    stock cycle's updateFS() seconds after update(), a burst of retries) teaches nothing, and the next
+    gap is then measured from the last recorded check instead."""
+    if device.rhythm is None or record.rhythm is None:
+        return True
+    return (record.rhythm.seconds, record.rhythm.samples) != (device.rhythm.seconds, device.rhythm.samples)
 
 
 def why_write(device: Device | None, record: CheckRecord, *, heartbeat_seconds: int) -> str | None:
@@ -61,7 +71,11 @@ def why_write(device: Device | None, record: CheckRecord, *, heartbeat_seconds: 
         or (record.expires_at is None) != (device.expires_at is None)
     ):
         return "facts"
-    if record.rhythm is not None and not (learned(device.rhythm) and learned(record.rhythm)):
+    if (
+        record.rhythm is not None
+        and not (learned(device.rhythm) and learned(record.rhythm))
+        and _teaches(device, record)
+    ):
         return "rhythm-learning"
     if device.last_seen is None or epoch(record.at) - epoch(device.last_seen) >= heartbeat_seconds:
         return "heartbeat"

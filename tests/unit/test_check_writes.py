@@ -96,3 +96,16 @@ def test_rule_table() -> None:
     assert why_write(device, replace(record, reason="blocked"), heartbeat_seconds=HEARTBEAT) == "answer"
     assert why_write(device, replace(record, expires_at=1), heartbeat_seconds=HEARTBEAT) == "facts"
     assert why_write(replace(device, rhythm=None), record, heartbeat_seconds=HEARTBEAT) == "rhythm-learning"
+
+
+def test_while_learning_a_gap_too_short_to_count_is_not_written() -> None:
+    """A burst (a reboot's quick re-check, the updateFS() seconds after update()) teaches the rhythm
+    nothing: written, it would only move `last` and make the next real gap look shorter."""
+    r, cat = Replay(), catalog("1.0.0")
+    r.cycle(START, cat)
+    r.cycle(START + timedelta(minutes=10), cat)  # one gap learned, the rhythm is not yet
+    device = r.device
+    assert device is not None and device.rhythm is not None and device.rhythm.samples == 1
+    assert r.check(START + timedelta(minutes=10, seconds=20), cat) is None  # a burst: nothing learned
+    assert r.check(START + timedelta(minutes=20), cat) == "rhythm-learning"  # a real gap: learned from
+    assert r.device is not None and r.device.rhythm is not None and r.device.rhythm.samples == 2
