@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,7 @@ from otafleet.storage import clients
 from otafleet.storage.audit import AuditStore
 from otafleet.storage.errors import StorageUnavailable
 from otafleet.storage.items import channel_sk, counter_name, product_pk
-from otafleet_cli.main import main
+from support.cli import Run, invoker, stack_template
 from support.clock import Clock
 from support.devices import esp8266_headers
 from support.world import World
@@ -40,47 +39,16 @@ def trail(world: World, product: str | None = "door") -> list[AuditEntry]:
 # --- the CLI ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Run = Callable[..., Result]
-
-
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def invoke(*argv: str) -> Result:
-        capsys.readouterr()
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        assert "Traceback" not in captured.err
-        return Result(code, captured.out, captured.err)
-
-    return invoke
+    return invoker(capsys)
 
 
 @pytest.fixture
 def door(world: World, monkeypatch: pytest.MonkeyPatch) -> World:
     """A stack the CLI finds by its outputs; door with 1.0.0 and 1.1.0, stable on 1.0.0, one device."""
-    outputs = {
-        "ApiUrl": "https://api.example.test",
-        "FirmwareBucketName": world.settings.firmware_bucket,
-        "DevicesTableName": world.settings.devices_table,
-        "CatalogTableName": world.settings.catalog_table,
-        "AuditTableName": world.settings.audit_table,
-        "Region": world.settings.region,
-    }
     boto3.client("cloudformation", region_name=world.settings.region).create_stack(
-        StackName="otafleet",
-        TemplateBody=json.dumps(
-            {
-                "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
-                "Outputs": {k: {"Value": v} for k, v in outputs.items()},
-            }
-        ),
+        StackName="otafleet", TemplateBody=stack_template(world)
     )
     monkeypatch.setenv("AUDIT_TABLE", "not-from-the-environment")  # the CLI takes it from the stack
     monkeypatch.delenv("OTAFLEET_STACK", raising=False)

@@ -8,8 +8,8 @@ import io
 import json
 import logging
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,55 +22,17 @@ from otafleet.storage import clients
 from otafleet_cli import upload
 from otafleet_cli.main import main
 from otafleet_cli.stack import make_session
+from support.cli import API_URL, Result, Run, invoker, stack_template
 from support.devices import basic, esp8266_headers
 from support.world import World, fake_image
 
 MAC = "5C:CF:7F:00:00:01"
 ZERO_MAC = "00:00:00:00:00:00"
-API_URL = "https://abc123.execute-api.eu-west-1.amazonaws.com"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Run = Callable[..., Result]
-
-
-def stack_template(world: World, **override: str) -> str:
-    outputs = {
-        "ApiUrl": API_URL,
-        "FirmwareBucketName": world.settings.firmware_bucket,
-        "DevicesTableName": world.settings.devices_table,
-        "CatalogTableName": world.settings.catalog_table,
-        "AuditTableName": world.settings.audit_table,
-        "Region": world.settings.region,
-        **override,
-    }
-    return json.dumps(
-        {
-            "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
-            "Outputs": {k: {"Value": v} for k, v in outputs.items() if v},
-        }
-    )
 
 
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def invoke(*argv: str) -> Result:
-        capsys.readouterr()  # drop what the test's own service calls logged
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        assert "Traceback" not in captured.err
-        return Result(code, captured.out, captured.err)
-
-    return invoke
+    return invoker(capsys)
 
 
 @pytest.fixture
