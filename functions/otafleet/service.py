@@ -115,10 +115,11 @@ class UpdateService:
     def _check(self, req: CheckRequest) -> tuple[Decision, Answer, str | None]:
         """The decision, its answer, and why the check was written (None: it changed nothing, unwritten)."""
         full: frozenset[str] = frozenset()
+        policy = self.policy()
         for round_ in range(ROUNDS + 2):  # + a round for each quota that can be full
-            device, catalog, decision = self._read_and_decide(req, fresh=round_ > 0, full=full)
+            device, catalog, decision = self._read_and_decide(req, policy, fresh=round_ > 0, full=full)
             answer = self._answer(decision)
-            written = why_write(device, decision.record, heartbeat_seconds=self.policy().silence.heartbeat_seconds)
+            written = why_write(device, decision.record, heartbeat_seconds=policy.silence.heartbeat_seconds)
             if written is not None:
                 try:
                     self.devices.record_check(req.mac, decision.record)
@@ -136,16 +137,16 @@ class UpdateService:
         raise Conflict("no round of the check could record it")
 
     def _read_and_decide(
-        self, req: CheckRequest, *, fresh: bool = False, full: frozenset[str] = frozenset()
+        self, req: CheckRequest, policy: Policy, *, fresh: bool = False, full: frozenset[str] = frozenset()
     ) -> tuple[Device | None, Catalog | None, Decision]:
         device = self.devices.get(req.mac)
         name = device.product if device is not None and device.assigned else req.product
         catalog = self.catalog.load(name, fresh=fresh) if name else None
-        decision = decide(req, device, catalog, now=self.clock(), policy=self.policy(), full=full)
+        decision = decide(req, device, catalog, now=self.clock(), policy=policy, full=full)
         return device, catalog, decision
 
     def decide(self, req: CheckRequest, *, fresh: bool = False) -> Decision:
-        return self._read_and_decide(req, fresh=fresh)[2]
+        return self._read_and_decide(req, self.policy(), fresh=fresh)[2]
 
     def _answer(self, decision: Decision) -> Answer:
         payload = None
