@@ -153,12 +153,7 @@ def test_an_entry_that_cannot_be_written_leaves_the_action_done_and_says_so(
 @pytest.fixture
 def halting(world: World) -> World:
     """A rollout that one failed verdict halts (min_devices 1, max failure rate 0.5)."""
-    world.product("door", "esp8266")
-    world.release("door", "1.0.0", sketch_size=300_016)
-    world.release("door", "1.1.0", sketch_size=310_032)
-    world.channel("door", app="1.1.0", previous="1.0.0", min_devices=1, max_failure_rate=0.5)
-    world.device(MAC, "door")
-    return world
+    return world.rolling_out(MAC)
 
 
 def stale_reads(service: UpdateService, snapshot: Device | None) -> None:

@@ -36,12 +36,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def door(world: World) -> World:
-    world.product("door", "esp8266")
-    world.release("door", "1.0.0", sketch_size=300_016)
-    world.release("door", "1.1.0", sketch_size=310_032)
-    world.channel("door", app="1.1.0", previous="1.0.0", min_devices=1, max_failure_rate=0.9)
-    world.device(MAC, "door")
-    return world
+    return world.rolling_out(MAC, max_failure_rate=0.9)
 
 
 def service(world: World, clock: Clock) -> UpdateService:

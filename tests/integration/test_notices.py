@@ -25,12 +25,7 @@ MAC = "5C:CF:7F:00:00:51"
 
 @pytest.fixture
 def door(world: World) -> World:
-    world.product("door", "esp8266")
-    world.release("door", "1.0.0", sketch_size=300_016)
-    world.release("door", "1.1.0", sketch_size=310_032)
-    world.channel("door", app="1.1.0", previous="1.0.0", min_devices=1, max_failure_rate=0.5)
-    world.device(MAC, "door")
-    return world
+    return world.rolling_out(MAC)
 
 
 @pytest.fixture

@@ -93,6 +93,16 @@ class World:
         self.catalog.put_channel(channel)
         return channel
 
+    def rolling_out(self, mac: str, *, max_failure_rate: float = 0.5, **product: object) -> World:
+        """door (ESP8266) rolling 1.0.0 -> 1.1.0 out on stable, judged from its first device (min_devices 1),
+        the sketch sizes the stock client reports for each, and `mac` assigned to it."""
+        self.product("door", "esp8266", **product)
+        self.release("door", "1.0.0", sketch_size=300_016)
+        self.release("door", "1.1.0", sketch_size=310_032)
+        self.channel("door", app="1.1.0", previous="1.0.0", min_devices=1, max_failure_rate=max_failure_rate)
+        self.device(mac, "door")
+        return self
+
     def device(self, mac: str, product: str = "door", channel: str = "stable", **kw: object) -> Device:
         device = Device(mac=mac, product=product, channel=channel, assigned=True)
         device = replace(device, **kw)  # type: ignore[arg-type]
