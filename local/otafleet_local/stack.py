@@ -76,9 +76,8 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 # Never inherited: real sessions, profiles and endpoints must not reach a local stack (or AWS).
 SCRUBBED = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
 # Local values that differ from the template's defaults. The catalog cache is off so that a change
-# made with the CLI shows at the next check, not up to 30 s later; metrics flushed by `log_metrics`
-# (CloudWatch EMF lines on stdout) are off because nothing collects them here (Powertools'
-# `single_metric` ignores that switch and still prints its lines). `--env NAME=VALUE` overrides these.
+# made with the CLI shows at the next check, not up to 30 s later; metrics (CloudWatch EMF lines on
+# stdout, observability.py) are off because nothing collects them here. `--env NAME=VALUE` overrides these.
 LOCAL_ENV = {"CATALOG_CACHE_SECONDS": "0"}
 LOCAL_EXTRA_ENV = {"POWERTOOLS_METRICS_DISABLED": "true"}
 
