@@ -24,14 +24,23 @@ A pure function of the record read and the record the decision would write.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from otafleet.models import CheckRecord, Device, Reported
 from otafleet.rhythm import epoch, learned
 
 
 def _reports(r: Reported) -> Reported:
-    return replace(r, mode=None, at=None)
+    # Built directly: dataclasses.replace introspects the fields at every call, and this runs twice per check.
+    return Reported(
+        version=r.version,
+        sketch_md5=r.sketch_md5,
+        sketch_sha256=r.sketch_sha256,
+        free_space=r.free_space,
+        sketch_size=r.sketch_size,
+        chip_size=r.chip_size,
+        sdk_version=r.sdk_version,
+        source_ip=r.source_ip,
+        fs_version=r.fs_version,
+    )
 
 
 def _teaches(device: Device, record: CheckRecord) -> bool:

@@ -114,9 +114,7 @@ class Decision:
 
     @property
     def status(self) -> int:
-        if self.outcome is Outcome.OFFER and self.delivery is Delivery.REDIRECT:
-            return 302
-        return STATUS[self.outcome]
+        return answer_status(self.outcome, self.delivery)
 
     @property
     def verdict(self) -> AttemptState | None:
@@ -125,6 +123,13 @@ class Decision:
         if after is None or after.state is AttemptState.OFFERED or (before and before.state is after.state):
             return None
         return after.state
+
+
+def answer_status(outcome: Outcome, delivery: Delivery | None) -> int:
+    """The HTTP status of an answer: an offer is a 302 when redirected, a 200 when inline."""
+    if outcome is Outcome.OFFER and delivery is Delivery.REDIRECT:
+        return 302
+    return STATUS[outcome]
 
 
 def failed_key(kind: Kind, version: str) -> str:
@@ -201,7 +206,8 @@ def decide(
         delivery: Delivery | None = None,
         **record: Any,
     ) -> Decision:
-        d = Decision(
+        trace.add("answer", f"{answer_status(outcome, delivery)} {reason}: {detail}")
+        return Decision(
             outcome=outcome,
             reason=reason,
             detail=detail,
@@ -220,9 +226,8 @@ def decide(
             delivery=delivery,
             product=dev.product if dev else None,
             channel=dev.channel if dev else None,
+            steps=tuple(trace.steps),
         )
-        trace.add("answer", f"{d.status} {reason}: {detail}")
-        return replace(d, steps=tuple(trace.steps))
 
     # 4. Device lookup (authentication needs the device's secret, so it follows the lookup).
     enroll: tuple[str, str] | None = None

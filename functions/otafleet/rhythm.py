@@ -33,7 +33,7 @@ held to the same limit, and an outage that silences both alike still shows as al
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from otafleet.models import Rhythm
@@ -76,7 +76,7 @@ def observe_check(rhythm: Rhythm | None, now: str) -> Rhythm:
     """The rhythm after a check that counts, at `now`."""
     at = epoch(now)
     updated = observe(rhythm, None if rhythm is None else at - rhythm.last)
-    return replace(updated, last=at) if updated is not None else Rhythm(at)
+    return Rhythm(at, updated.seconds, updated.samples) if updated is not None else Rhythm(at)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from otafleet.check_writes import why_write
 from otafleet.decision import Policy, decide
@@ -109,3 +110,16 @@ def test_while_learning_a_gap_too_short_to_count_is_not_written() -> None:
     assert r.check(START + timedelta(minutes=10, seconds=20), cat) is None  # a burst: nothing learned
     assert r.check(START + timedelta(minutes=20), cat) == "rhythm-learning"  # a real gap: learned from
     assert r.device is not None and r.device.rhythm is not None and r.device.rhythm.samples == 2
+
+
+def test_what_a_device_reports_is_every_field_but_when_and_how_it_asked() -> None:
+    """_reports builds its copy field by field; a field added to Reported must be compared too (or a
+    change in it would never be written)."""
+    from dataclasses import fields
+
+    from otafleet.check_writes import _reports
+    from otafleet.models import Reported
+
+    values: dict[str, Any] = {f.name: (7 if f.type in ("int | None", int) else f"v-{f.name}") for f in fields(Reported)}
+    full = Reported(**values)
+    assert _reports(full) == replace(full, mode=None, at=None)
