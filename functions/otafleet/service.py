@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from otafleet import audit, credentials, delivery, halts, names, rollout
@@ -54,8 +54,17 @@ class UpdateService:
     def create(cls, settings: Settings) -> UpdateService:
         return cls(settings, DeviceStore(settings), CatalogStore(settings), BlobStore(settings))
 
+    _policy: tuple[Settings, Policy] | None = field(default=None, init=False, repr=False, compare=False)
+
     def policy(self) -> Policy:
-        return Policy.from_settings(self.settings, redirect_scheme=self.blobs.redirect_scheme)
+        """The decision's policy, built once per settings (configuration is read once; tests swap settings)."""
+        cached = self._policy
+        if cached is None or cached[0] is not self.settings:
+            cached = self._policy = (
+                self.settings,
+                Policy.from_settings(self.settings, redirect_scheme=self.blobs.redirect_scheme),
+            )
+        return cached[1]
 
     # --- the device-facing checks ----------------------------------------------------------------
 

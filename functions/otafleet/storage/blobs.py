@@ -44,8 +44,10 @@ class BlobStore:
 
     @property
     def redirect_scheme(self) -> str:
-        probe = clients.s3(self._settings, public=True).meta.endpoint_url
-        return "http" if str(probe).startswith("http://") else "https"
+        """The scheme of the presigned URLs: read from the endpoint's setting, so a check that offers
+        nothing never creates an S3 client (AWS's own endpoint is HTTPS)."""
+        endpoint = clients.s3_endpoint(self._settings, public=True)
+        return "http" if endpoint is not None and endpoint.startswith("http://") else "https"
 
     def presign(self, release: Release) -> str:
         """A short-lived URL for exactly the object version the release was validated with."""

@@ -30,13 +30,18 @@ def dynamodb(settings: Settings) -> Any:
         return boto3.client("dynamodb", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config)
 
 
+def s3_endpoint(settings: Settings, *, public: bool = False) -> str | None:
+    """The S3 endpoint a client uses (None: AWS's own); `public`: the one presigned URLs name."""
+    return settings.public_s3_endpoint if public and settings.public_s3_endpoint else settings.endpoint_url
+
+
 @lru_cache(maxsize=4)
 def s3(settings: Settings, *, public: bool = False) -> Any:
     """`public=True` gives the client whose presigned URLs devices follow."""
     import boto3
     from botocore.config import Config
 
-    endpoint = settings.public_s3_endpoint if public and settings.public_s3_endpoint else settings.endpoint_url
+    endpoint = s3_endpoint(settings, public=public)
     local = bool(endpoint)
     config = Config(
         signature_version="s3v4",
