@@ -49,6 +49,7 @@ def tracing_enabled() -> bool:
     return os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() in ("false", "0")
 
 
+_Key = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, its dimensions)
 _counts = threading.local()  # this invocation's counts: {(name, dimensions): value}
 
 
@@ -57,35 +58,66 @@ def count(name: str, value: int = 1, **dimensions: str) -> None:
     EMF line when the invocation ends (`flush`)."""
     if _metrics_disabled():
         return
-    pending: dict[tuple[str, tuple[tuple[str, str], ...]], int] | None = getattr(_counts, "pending", None)
+    pending: dict[_Key, int] | None = getattr(_counts, "pending", None)
     if pending is None:
         pending = _counts.pending = {}
     key = (name, tuple(sorted(dimensions.items())))
     pending[key] = pending.get(key, 0) + value
 
 
-def emf_lines(pending: dict[tuple[str, tuple[tuple[str, str], ...]], int], now_ms: int) -> list[dict[str, Any]]:
-    """The EMF documents for these counts: one, unless a metric name or a dimension's value would appear
-    twice with different meanings in it (both are top-level fields); such a count gets a line of its own."""
-    lines: list[dict[str, Any]] = []
-    for (name, dims), value in pending.items():
+def _documents(keys: tuple[_Key, ...]) -> list[tuple[dict[str, Any], list[_Key]]]:
+    """The EMF documents for counts with these keys (values not filled in), each with the keys whose values
+    it carries: one document, unless a metric name or a dimension's value would appear twice with
+    different meanings in it (both are top-level fields); such a count gets a document of its own."""
+    docs: list[tuple[dict[str, Any], list[_Key]]] = []
+    for key in keys:
+        name, dims = key
         fields = {"service": SERVICE, **dict(dims)}
-        line = next(
-            (d for d in lines if name not in d and all(d.get(k, v) == v for k, v in fields.items())),
+        found = next(
+            (d for d in docs if name not in d[0] and all(d[0].get(k, v) == v for k, v in fields.items())),
             None,
         )
-        if line is None:
-            line = {"_aws": {"Timestamp": now_ms, "CloudWatchMetrics": []}}
-            lines.append(line)
-        line.update(fields)
-        line[name] = float(value)
-        directives = line["_aws"]["CloudWatchMetrics"]
+        if found is None:
+            found = ({"_aws": {"Timestamp": 0, "CloudWatchMetrics": []}}, [])
+            docs.append(found)
+        doc, carried = found
+        doc.update(fields)
+        doc[name] = None
+        carried.append(key)
+        directives = doc["_aws"]["CloudWatchMetrics"]
         same = next((d for d in directives if d["Dimensions"] == [list(fields)]), None)
         if same is None:  # metrics with the same dimensions share one directive
             same = {"Namespace": _namespace(), "Dimensions": [list(fields)], "Metrics": []}
             directives.append(same)
         same["Metrics"].append({"Name": name, "Unit": "Count"})
+    return docs
+
+
+def emf_lines(pending: dict[_Key, int], now_ms: int) -> list[dict[str, Any]]:
+    """The EMF documents for these counts (see _documents)."""
+    lines = []
+    for doc, carried in _documents(tuple(pending)):
+        doc["_aws"]["Timestamp"] = now_ms
+        for key in carried:
+            doc[key[0]] = float(pending[key])
+        lines.append(doc)
     return lines
+
+
+@lru_cache(maxsize=256)
+def _layout(namespace: str, keys: tuple[_Key, ...]) -> tuple[tuple[str, tuple[tuple[str, _Key], ...]], ...]:
+    """The documents for these counts as JSON text around the timestamp and the values, and which count
+    each value is: a sandbox sees the same few sets of counts over and over (a warm 304's are always
+    the same three), so each set is laid out once."""
+    out = []
+    for doc, carried in _documents(keys):
+        directives = json.dumps(doc.pop("_aws")["CloudWatchMetrics"], separators=(",", ":"))
+        for key in carried:
+            del doc[key[0]]
+        dimensions = json.dumps(doc, separators=(",", ":"))[1:-1]
+        values = tuple((json.dumps(key[0]), key) for key in carried)
+        out.append((f'"CloudWatchMetrics":{directives}}},{dimensions}', values))
+    return tuple(out)
 
 
 def flush() -> None:
@@ -94,8 +126,10 @@ def flush() -> None:
     _counts.pending = {}
     if not pending:
         return
-    for line in emf_lines(pending, int(time.time() * 1000)):
-        print(json.dumps(line, separators=(",", ":")))
+    now_ms = int(time.time() * 1000)
+    for text, values in _layout(_namespace(), tuple(pending)):
+        numbers = ",".join(f"{name}:{float(pending[key])!r}" for name, key in values)
+        print(f'{{"_aws":{{"Timestamp":{now_ms},{text},{numbers}}}')
 
 
 _cold = True

@@ -84,7 +84,9 @@ def normalise_mac(value: str) -> str | None:
     value = value.strip()
     if not _MAC.match(value):
         return None
-    digits = re.sub(r"[:-]", "", value).upper()
+    if len(value) == 17:  # separated, and by one separator throughout (the pattern's back-reference)
+        return value.upper().replace("-", ":")
+    digits = value.upper()
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 

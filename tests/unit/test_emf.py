@@ -73,3 +73,26 @@ def test_disabled_metrics_write_nothing(capsys: pytest.CaptureFixture[str], monk
     count("Checks")
     assert emitted(capsys) == []
     observability._metrics_disabled.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        [("Checks", {}), ("RecordsUnchanged", {}), ("NotModified", {"reason": "up-to-date"})],
+        [("Offers", {"delivery": "redirect"}), ("Offers", {}), ("Offers", {"delivery": "inline"}), ("Checks", {})],
+        [("ColdStarts", {}), ("Checks", {}), ("Checks", {}), ("Refused", {})],
+        [("NotModified", {"reason": "Checks"}), ("Checks", {})],
+    ],
+)
+def test_the_written_line_is_the_documents_emf_lines_builds(
+    counts: list[tuple[str, dict[str, str]]], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flush writes text laid out once per set of counts; it must be exactly emf_lines' documents."""
+    monkeypatch.setattr("otafleet.observability.time.time", lambda: 1_700_000_000.123)
+    for _ in range(2):  # the second time from the cached layout
+        pending: dict[Any, int] = {}
+        for name, dims in counts:
+            count(name, 1, **dims)
+            key = (name, tuple(sorted(dims.items())))
+            pending[key] = pending.get(key, 0) + 1
+        assert emitted(capsys) == observability.emf_lines(pending, 1_700_000_000_123)
