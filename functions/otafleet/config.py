@@ -13,6 +13,8 @@ LAMBDA_INLINE_LIMIT = 4_400_000
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything a function is configured with, read once from its environment (settings())."""
+
     devices_table: str
     catalog_table: str
     firmware_bucket: str

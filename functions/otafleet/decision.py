@@ -62,6 +62,8 @@ STATUS = {
 
 @dataclass(frozen=True)
 class Policy:
+    """The deployment's rules for a decision, from its settings (Policy.from_settings)."""
+
     failure_offer_limit: int = 3
     max_inline_bytes: int = 4_400_000
     # Scheme of the presigned URLs this deployment produces; a redirect must keep the request's scheme.
@@ -96,12 +98,16 @@ class Policy:
 
 @dataclass(frozen=True)
 class Step:
+    """One step of a decision's trace: what was looked at and what it gave (what `otafleet explain` prints)."""
+
     name: str
     result: str
 
 
 @dataclass(frozen=True)
 class Decision:
+    """What to answer a check, why, and what the check's record must say (CheckRecord)."""
+
     outcome: Outcome
     reason: str
     detail: str

@@ -16,6 +16,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 @dataclass(frozen=True)
 class Answer:
+    """An HTTP answer as the handler returns it: status, body bytes, headers."""
+
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)

@@ -108,6 +108,8 @@ class ProductKey:
 
 @dataclass(frozen=True)
 class Product:
+    """A product: the firmware line a fleet of one platform runs, with its delivery, enrollment and signing rules."""
+
     name: str
     platform: str
     delivery: Delivery = Delivery.REDIRECT
@@ -133,6 +135,8 @@ class Product:
 
 @dataclass(frozen=True)
 class Release:
+    """One uploaded image of a product (an application or a filesystem), what validation found in it, and its state."""
+
     product: str
     kind: Kind
     version: str
@@ -240,6 +244,8 @@ class Track:
 
 @dataclass(frozen=True)
 class Channel:
+    """A named audience of a product's devices, and what it serves of each kind of image."""
+
     product: str
     name: str
     tracks: dict[Kind, Track] = field(default_factory=dict)
@@ -344,6 +350,9 @@ class SilenceWatch:
 
 @dataclass(frozen=True)
 class Device:
+    """A device's record: what operators set (assignment, pins, block, secret) and what its checks taught the
+    service."""
+
     mac: str
     product: str | None = None
     channel: str | None = None

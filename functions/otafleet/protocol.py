@@ -49,6 +49,8 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class CheckRequest:
+    """One update check as the device's headers state it, parsed and validated (parse_check)."""
+
     dialect: Dialect
     mac: str  # the identity (identity_mac): what the device is looked up, enrolled, authenticated and logged by
     mode: str = "sketch"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from otafleet import audit, credentials, delivery, halts, names, rollout
+from otafleet import credentials, delivery, names, rollout
 from otafleet.check_writes import why_write
 from otafleet.config import Settings
 from otafleet.decision import Decision, Outcome, Policy, choose_delivery, decide
@@ -44,6 +44,8 @@ def unavailable() -> Answer:
 
 @dataclass
 class UpdateService:
+    """The device-facing service: reads, decides, records and answers update checks."""
+
     settings: Settings
     devices: DeviceStore
     catalog: CatalogStore
@@ -219,6 +221,10 @@ class UpdateService:
         track = ch.tracks.get(kind) if ch else None
         if track is None or not rollout.should_halt(track):
             return
+        # Halting is rare: its writer, the audit trail and the notices are imported only when one is due
+        # (they were a sixth of the handler's own import time at every cold start).
+        from otafleet import audit, halts
+
         rate = rollout.failure_rate(track) or 0.0
         why = f"failure rate {rate:.1%} over {rollout.outcomes(track)} outcomes > {track.max_failure_rate:.1%}"
         try:

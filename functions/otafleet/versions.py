@@ -24,6 +24,8 @@ _SEMVER = re.compile(r"^(?P<nums>\d+(?:\.\d+)*)(?:-(?P<pre>[0-9A-Za-z.-]+))?(?:\
 
 @dataclass(frozen=True)
 class ParsedVersion:
+    """A version string taken apart for ordering (parse_version)."""
+
     numbers: tuple[int, ...] | None  # None: a tag with no numeric form, ordered only against itself
     tag: str
     prerelease: tuple[int | str, ...] = ()
