@@ -12,4 +12,9 @@ Modules, one job each:
   storage      DynamoDB and S3 adapters (the only boto3 users)
   delivery     turn a decision into an HTTP answer
   service      an update check end to end: load, decide, record, deliver
+  sandbox      a Lambda sandbox's garbage collector, tuned for its cold start
 """
+
+from otafleet import sandbox
+
+sandbox.starting()

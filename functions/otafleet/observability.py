@@ -22,6 +22,8 @@ import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from otafleet import sandbox
+
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
 
@@ -157,9 +159,13 @@ def _with_context(func: Any) -> Any:
             lambda_request_id=getattr(context, "aws_request_id", None),
             cold_start=cold,
         )
-        if cold:
-            count("ColdStarts")
-        return func(event, context)
+        if not cold:
+            return func(event, context)
+        count("ColdStarts")
+        try:
+            return func(event, context)
+        finally:
+            sandbox.first_invocation_done()
 
     return run
 
@@ -187,8 +193,11 @@ def handler_wrapper(func: Any) -> Any:
             # Lambda's own active tracing still records the invocation; the SDK adds subsegments for
             # AWS calls. It is not packaged by default (it brings its own botocore, 30+ MB).
             logger().warning("tracing on but aws-xray-sdk is not packaged; add it to functions/requirements.txt")
+            wrapped.otafleet_handler = True
             return wrapped
         from aws_lambda_powertools import Tracer
 
         wrapped = Tracer(service=SERVICE).capture_lambda_handler(wrapped)
+    # What tests look for: a handler without this wrapper would leave a sandbox's collector off for good.
+    wrapped.otafleet_handler = True
     return wrapped
