@@ -39,19 +39,27 @@ _READS = ("Get", "BatchGet", "Query", "Scan", "Describe", "List", "Receive", "He
 
 
 class Writes:
-    """A counter of requests that may have changed the backends' state."""
+    """A counter of requests that may have changed the backends' state, and who to tell of each."""
 
     def __init__(self) -> None:
         self._count = 0
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def count(self) -> int:
         return self._count
 
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every write (once per listener however often it is registered)."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
     def bump(self) -> None:
         with self._lock:
             self._count += 1
+        for listener in self._listeners:
+            listener()
 
 
 WRITES = Writes()

@@ -75,10 +75,10 @@ ENV_FILE = template.ROOT / "events" / "env.local.json"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # Never inherited: real sessions, profiles and endpoints must not reach a local stack (or AWS).
 SCRUBBED = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
-# Local values that differ from the template's defaults. The catalog cache is off so that a change
-# made with the CLI shows at the next check, not up to 30 s later; metrics (CloudWatch EMF lines on
-# stdout, observability.py) are off because nothing collects them here. `--env NAME=VALUE` overrides these.
-LOCAL_ENV = {"CATALOG_CACHE_SECONDS": "0"}
+# Local values that differ from the template's defaults: metrics (CloudWatch EMF lines on stdout,
+# observability.py) are off because nothing collects them here. `--env NAME=VALUE` overrides these.
+# The catalog cache keeps the template's default: the stack empties it at every write (_start).
+LOCAL_ENV: dict[str, str] = {}
 LOCAL_EXTRA_ENV = {"POWERTOOLS_METRICS_DISABLED": "true"}
 
 
@@ -355,6 +355,11 @@ class LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
         # Before any boto3 session exists: sessions take botocore's built-in handlers when created.
         embedded.install()
+        # The functions cache catalogs (CatalogCacheSeconds) as on AWS; every write the embedded AWS
+        # answers (CLI, publish, a check's counters) makes them read again, so a change shows at once.
+        from otafleet.storage.catalog import forget_cached
+
+        embedded.WRITES.listen(forget_cached)
         if cfg.data is not None:
             store = persist.Store(cfg.data, fresh=cfg.fresh)
             self.restored = store.open()  # into the still empty backends, before anything reaches them

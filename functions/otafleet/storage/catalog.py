@@ -68,6 +68,18 @@ class TrackChange:
     reset_counters: bool = False
 
 
+# Bumped by forget_cached(): a catalog cached under an older value is not used.
+_generation = 0
+
+
+def forget_cached() -> None:
+    """Forget every catalog cached in this process. Nothing calls it on AWS (there a change shows within
+    catalog_cache_seconds); the local stack, whose embedded AWS answers every write in this same process,
+    calls it after each one, so it caches as AWS does and still shows a change at the next check."""
+    global _generation
+    _generation += 1
+
+
 class CatalogStore:
     def __init__(self, settings: Settings, client: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.table = settings.catalog_table
@@ -75,7 +87,7 @@ class CatalogStore:
         self._settings = settings
         self._client = client
         self._clock = clock
-        self._cache: dict[str, tuple[float, Catalog | None]] = {}
+        self._cache: dict[str, tuple[float, int, Catalog | None]] = {}
 
     @property
     def client(self) -> Any:
@@ -86,10 +98,11 @@ class CatalogStore:
     def load(self, product: str, *, fresh: bool = False) -> Catalog | None:
         now = self._clock()
         hit = self._cache.get(product)
-        if hit and not fresh and now - hit[0] < self.ttl:
-            return hit[1]
+        if hit and not fresh and now - hit[0] < self.ttl and hit[1] == _generation:
+            return hit[2]
+        generation = _generation  # before the read: a write during it leaves this entry stale
         catalog = self._query(product, consistent=fresh)
-        self._cache[product] = (now, catalog)
+        self._cache[product] = (now, generation, catalog)
         return catalog
 
     def _query(self, product: str, *, consistent: bool = False) -> Catalog | None:
