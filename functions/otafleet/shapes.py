@@ -17,7 +17,7 @@ from typing import Any
 from otafleet import plans, rollout, windows
 from otafleet.controller import RolloutStatus
 from otafleet.decision import Decision
-from otafleet.fleet import ChannelSummary, FleetOverview, ProductVersions, TrackStatus, device_version
+from otafleet.fleet import ChannelSummary, FleetOverview, ProductOverview, ProductVersions, TrackStatus, device_version
 from otafleet.models import Attempt, AuditEntry, Channel, Device, Product, ProductKey, Release, ReleaseState, TrackState
 from otafleet.protocol import is_device_mac, not_a_device
 from otafleet.rhythm import epoch, learned
@@ -354,4 +354,15 @@ def decision_dict(mac: str, mode: str, decision: Decision, device: Device) -> di
             "attempts": attempts_dict(device),
             "failed": sorted(device.failed),
         },
+    }
+
+
+def product_overview_dict(o: ProductOverview) -> dict[str, Any]:
+    return {
+        "product": o.product,
+        "channel": o.channel,
+        "devices": o.devices,
+        "by_version": [{"version": v.version, "count": v.devices} for v in o.versions],
+        "by_state": [{"state": s, "count": n} for s, n in o.states],
+        "rollouts": [track_dict(s) for s in o.rollouts],
     }

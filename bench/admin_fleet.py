@@ -1,0 +1,131 @@
+"""`python bench/admin_fleet.py [DEVICES]`: how long the operator API's two fleet-wide reads take on moto
+with a large fleet (default 10,000 devices of one product): `GET /admin/devices?product=P&limit=50` (a
+page, filtered and counted on the server) and `GET /admin/overview?product=P` (counts by version and
+state). Not part of `make bench` (no floor to compare with): a yardstick for the console's first screen.
+
+moto answers in-process, so this measures the handler and the reads' item parsing, not DynamoDB's
+latency; on AWS a Query of the by-product index reads 1 MB pages (about 2,000 such devices each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for folder in ("functions", "local", "tests", "."):
+    sys.path.insert(0, str(ROOT / folder))
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_REGION": "eu-west-1",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "CATALOG_CACHE_SECONDS": "0",
+    }
+)
+
+
+def seed(count: int) -> None:
+    from otafleet.models import Attempt, AttemptState, Build, Kind, Reported
+    from otafleet.storage import clients
+    from otafleet.storage.dynamo import to_item
+    from otafleet.storage.items import device_to_item
+    from support.world import World
+
+    world = World.create()
+    world.product("door", "esp8266")
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        world.release("door", version)
+    world.channel("door", app="1.2.0", previous="1.1.0", percent=10)
+    world.channel("door", "beta", app="1.2.0")
+    base = world.device("5C:CF:7F:00:00:00", "door")
+    client = clients.dynamodb(world.settings)
+    batch: list[dict[str, Any]] = []
+    for i in range(count):
+        version = ("1.0.0", "1.1.0", "1.2.0")[i % 3]
+        device = replace(
+            base,
+            mac="5C:CF:7F:" + ":".join(f"{(i >> s) & 0xFF:02X}" for s in (16, 8, 0)),
+            channel="beta" if i % 10 == 0 else "stable",
+            blocked=i % 97 == 0,
+            reported=Reported(version=version, at="2026-12-01T10:00:00Z", free_space=1_000_000, sketch_size=300_000),
+            attempts={}
+            if version != "1.2.0"
+            else {
+                Kind.APP: Attempt(
+                    kind=Kind.APP,
+                    version="1.2.0",
+                    state=AttemptState.INSTALLED,
+                    offers=1,
+                    started="2026-12-01T09:00:00Z",
+                    last_offer="2026-12-01T09:00:00Z",
+                    before=Build(version="1.1.0"),
+                    channel="stable",
+                    ended="2026-12-01T09:30:00Z",
+                )
+            },
+        )
+        batch.append({"PutRequest": {"Item": to_item(device_to_item(device))}})
+        if len(batch) == 25:
+            client.batch_write_item(RequestItems={world.settings.devices_table: batch})
+            batch = []
+    if batch:
+        client.batch_write_item(RequestItems={world.settings.devices_table: batch})
+
+
+def timed(path: str, query: dict[str, str], rounds: int) -> tuple[list[float], dict[str, Any]]:
+    from admin import app
+
+    event = {
+        "version": "2.0",
+        "rawPath": path,
+        "requestContext": {"http": {"method": "GET"}, "authorizer": {"jwt": {"claims": {"username": "bench"}}}},
+        "pathParameters": {"proxy": path.removeprefix("/admin/")},
+        "queryStringParameters": query,
+    }
+    samples, body = [], {}
+    for _ in range(rounds):
+        started = time.perf_counter()
+        answer = app.answer(event)
+        samples.append((time.perf_counter() - started) * 1000)
+        assert answer["statusCode"] == 200, answer
+        body = json.loads(answer["body"])
+    return samples, body
+
+
+def main(argv: list[str]) -> int:
+    from moto import mock_aws
+
+    count = int(argv[0]) if argv else 10_000
+    with mock_aws():
+        started = time.perf_counter()
+        seed(count)
+        print(f"seeded {count} devices in {time.perf_counter() - started:.1f} s")
+        for path, query in (
+            ("/admin/devices", {"product": "door", "limit": "50"}),
+            ("/admin/devices", {"product": "door", "limit": "50", "state": "blocked"}),
+            ("/admin/overview", {"product": "door"}),
+        ):
+            samples, body = timed(path, query, 5)
+            shown = f"total {body['total']}" if "total" in body else f"devices {body['devices']}"
+            print(
+                f"GET {path}?{'&'.join(f'{k}={v}' for k, v in query.items())}: "
+                f"median {statistics.median(samples):.0f} ms, min {min(samples):.0f} ms, max {max(samples):.0f} ms "
+                f"({shown})"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
