@@ -10,7 +10,7 @@ from contextvars import ContextVar
 from enum import Enum
 from typing import Any, TextIO
 
-from otafleet.shapes import jsonable
+from otafleet.shapes import jsonable as jsonable  # re-exported: the CLI and its tests use it from here
 
 
 def cell(value: object) -> str:

@@ -19,6 +19,7 @@ from otafleet.controller import Controller
 from otafleet.fleet import Changed, Fleet, FleetError, Unknown
 from otafleet.observability import handler_wrapper, logger
 from otafleet.service import UpdateService
+from otafleet.shapes import jsonable
 from otafleet.storage.audit import AuditStore
 from otafleet.storage.catalog import CatalogStore
 from otafleet.storage.devices import DeviceStore
@@ -82,7 +83,9 @@ def user_of(event: Mapping[str, Any]) -> str:
 
 
 def _answer(status: int, data: Any) -> dict[str, Any]:
-    return {"statusCode": status, "headers": dict(HEADERS), "body": json.dumps(data, ensure_ascii=False)}
+    # Through jsonable as the CLI's --output json: a shape may hold tuples, sets or enums.
+    body = json.dumps(jsonable(data), ensure_ascii=False)
+    return {"statusCode": status, "headers": dict(HEADERS), "body": body}
 
 
 def _error(status: int, message: str, event: Mapping[str, Any], user: str | None) -> dict[str, Any]:
