@@ -279,7 +279,7 @@ def test_function_configuration(cfn: dict[str, Any]) -> None:
     assert controller["Handler"] == "controller/app.handler"
     assert (controller["MemorySize"], controller["Timeout"]) == (512, 120)
     assert admin["Handler"] == "admin/app.handler"
-    assert (admin["MemorySize"], admin["Timeout"]) == (512, 10)
+    assert (admin["MemorySize"], admin["Timeout"]) == (1024, 29)
 
 
 def test_the_functions_that_announce_rollout_notices_know_the_alarm_topic(cfn: dict[str, Any]) -> None:
