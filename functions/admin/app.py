@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from admin import routes
+from admin.cache import RecentDeviceStore
 from otafleet.audit import Auditor
 from otafleet.config import settings
 from otafleet.controller import Controller
@@ -22,7 +23,6 @@ from otafleet.service import UpdateService
 from otafleet.shapes import jsonable
 from otafleet.storage.audit import AuditStore
 from otafleet.storage.catalog import CatalogStore
-from otafleet.storage.devices import DeviceStore
 from otafleet.storage.errors import Conflict, NotFound, StorageUnavailable
 
 PREFIX = "/admin/"
@@ -31,7 +31,7 @@ ACTOR_PREFIX = "console:"
 USER_CLAIMS = ("cognito:username", "username", "sub")
 HEADERS = {"content-type": "application/json", "cache-control": "no-store"}
 
-_stores: tuple[DeviceStore, CatalogStore, AuditStore] | None = None
+_stores: tuple[RecentDeviceStore, CatalogStore, AuditStore] | None = None
 _controller: Controller | None = None
 _service: UpdateService | None = None
 
@@ -40,11 +40,11 @@ class MissingClaims(Exception):
     """The event carries no JWT claims naming a user: the route was reached without the authorizer."""
 
 
-def stores() -> tuple[DeviceStore, CatalogStore, AuditStore]:
+def stores() -> tuple[RecentDeviceStore, CatalogStore, AuditStore]:
     global _stores
     if _stores is None:
         cfg = settings()
-        _stores = (DeviceStore(cfg), CatalogStore(cfg), AuditStore(cfg))
+        _stores = (RecentDeviceStore(cfg), CatalogStore(cfg), AuditStore(cfg))
     return _stores
 
 
@@ -133,7 +133,11 @@ def answer(event: Mapping[str, Any]) -> dict[str, Any]:
             body=routes.parse_body(event),
             user=user,
         )
-        return _answer(200, handler(operator(user), request))
+        try:
+            return _answer(200, handler(operator(user), request))
+        finally:
+            if request.method != "GET":
+                stores()[0].forget()  # the caller's change shows in their next answer, not seconds later
     except MissingClaims:
         return _error(401, "no token: sign in to the console", event, user)
     except routes.NoRoute:

@@ -330,3 +330,34 @@ def test_every_refusal_is_logged(door: World, caplog: pytest.LogCaptureFixture) 
     call("GET", "/admin/devices", 404, query={"product": "window"})
     refused = [r for r in caplog.records if r.getMessage() == "operator request refused"]
     assert refused and refused[-1].status == 404 and refused[-1].user == "alice"  # type: ignore[attr-defined]
+
+
+# --- the warm function's short memory of a product's records (admin/cache.py) ----------------------------
+
+
+def test_reads_of_a_product_share_one_read_for_a_few_seconds_and_a_change_clears_it(
+    door: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otafleet.storage.devices import DeviceStore
+
+    reads: list[str] = []
+    read = DeviceStore.product_devices
+
+    def counted(self: DeviceStore, product: str) -> Iterator[Any]:
+        reads.append(product)
+        return read(self, product)
+
+    monkeypatch.setattr(DeviceStore, "product_devices", counted)
+    now = [1000.0]
+    app.stores()[0].clock = lambda: now[0]
+    call("GET", "/admin/overview", query={"product": "door"})
+    call("GET", "/admin/devices", query={"product": "door"})
+    call("GET", "/admin/rollouts", query={"product": "door"})
+    assert reads == ["door"]  # the console's first screen: one read of the product's records
+    door.device("5C:CF:7F:00:00:08", "door")
+    assert call("GET", "/admin/devices", query={"product": "door"})["total"] == 3  # not yet: a read 0 s old
+    now[0] += 11
+    assert call("GET", "/admin/devices", query={"product": "door"})["total"] == 4
+    call("POST", f"/admin/devices/{MAC}/block")
+    assert call("GET", "/admin/devices", query={"product": "door", "state": "blocked"})["total"] == 1
+    assert reads == ["door", "door", "door"]
