@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from otafleet.models import AuditEntry
+from otafleet.shapes import audit_entry_dict
 from otafleet_cli.output import Output, table
 from otafleet_cli.stack import Connection
 
@@ -42,19 +43,6 @@ def entries_table(entries: list[AuditEntry]) -> str:
 
 def run(conn: Connection, args: Any, out: Output) -> int:
     entries = conn.fleet.audit_entries(args.product, since=args.since, limit=args.limit)
-    data = [
-        {
-            "at": e.at,
-            "id": e.id,
-            "actor": e.actor,
-            "action": e.action,
-            "product": e.product,
-            "target": e.target,
-            "before": e.before,
-            "after": e.after,
-            "expires_at": e.expires_at,
-        }
-        for e in entries
-    ]
+    data = [audit_entry_dict(e) for e in entries]
     out.emit(data, entries_table(entries))
     return 0

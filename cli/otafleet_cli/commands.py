@@ -13,13 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from otafleet import plans, windows
+from otafleet import plans, shapes, windows
 from otafleet.controller import summary
 from otafleet.fleet import Deleted, DeviceFilter, TrackStatus, parse_mac
 from otafleet.models import Delivery, Kind, Window
 from otafleet.protocol import MODES
 from otafleet_cli import views
-from otafleet_cli.output import Output, fields, jsonable
+from otafleet_cli.output import Output, fields
 from otafleet_cli.stack import CliError, Connection
 
 EXPLAIN_MODES = tuple(sorted(MODES - {"version"}))
@@ -62,7 +62,7 @@ def info(conn: Connection, args: Any, out: Output) -> int:
 
 def products(conn: Connection, args: Any, out: Output) -> int:
     found = conn.fleet.products()
-    out.emit_rows([views.product_dict(p) for p in found], views.products_table(found), *views.product_rows(found))
+    out.emit_rows([shapes.product_dict(p) for p in found], views.products_table(found), *views.product_rows(found))
     return 0
 
 
@@ -77,7 +77,7 @@ def product_create(conn: Connection, args: Any, out: Output) -> int:
         default_channel=args.default_channel,
     )
     out.note(f"{'created' if created else 'updated'} product {product.name}")
-    out.emit(views.product_dict(product), views.product_fields(product))
+    out.emit(shapes.product_dict(product), views.product_fields(product))
     return 0
 
 
@@ -85,7 +85,7 @@ def releases(conn: Connection, args: Any, out: Output) -> int:
     fleet = conn.fleet
     found = fleet.releases(args.product, with_rejections=True)
     channels = fleet.channels(args.product)
-    data = [{**views.release_dict(r), "channels": views.serving(r, channels)} for r in found]
+    data = [{**shapes.release_dict(r), "channels": shapes.serving(r, channels)} for r in found]
     keys = fleet.keys(args.product)
     out.emit_rows(data, views.releases_table(found, channels, keys), *views.release_rows(found, channels, keys))
     return 0
@@ -102,7 +102,7 @@ def release_revoke(conn: Connection, args: Any, out: Output) -> int:
             f"{r.product}/{name} serves it and so offers nothing of it: "
             f"`otafleet channel set {r.product} {name} VERSION{flag}`"
         )
-    out.emit(views.release_dict(r), views.release_fields(r))
+    out.emit(shapes.release_dict(r), views.release_fields(r))
     return 0
 
 
@@ -128,20 +128,20 @@ def key_add(conn: Connection, args: Any, out: Output) -> int:
         raise CliError(f"cannot read {args.key_file}: {bad.strerror}") from None
     key = conn.fleet.add_key(args.product, pem, args.name)
     out.note(f"{args.product} accepts uploads signed by key {key.name}; unsigned uploads and other keys are refused")
-    out.emit(views.key_dict(key), views.keys_table([key], args.product))
+    out.emit(shapes.key_dict(key), views.keys_table([key], args.product))
     return 0
 
 
 def key_list(conn: Connection, args: Any, out: Output) -> int:
     keys = conn.fleet.keys(args.product)
-    out.emit([views.key_dict(k) for k in keys], views.keys_table(keys, args.product))
+    out.emit([shapes.key_dict(k) for k in keys], views.keys_table(keys, args.product))
     return 0
 
 
 def key_retire(conn: Connection, args: Any, out: Output) -> int:
     key = conn.fleet.retire_key(args.product, args.key)
     out.note(f"uploads signed by {key.name} are refused from now on; its releases stay")
-    out.emit(views.key_dict(key), views.keys_table([key], args.product))
+    out.emit(shapes.key_dict(key), views.keys_table([key], args.product))
     return 0
 
 
@@ -165,7 +165,7 @@ def channel_set(conn: Connection, args: Any, out: Output) -> int:
 
 def channels(conn: Connection, args: Any, out: Output) -> int:
     found = conn.fleet.channel_list(args.product)
-    data = [views.channel_dict(c) for c in found]
+    data = [shapes.channel_dict(c) for c in found]
     out.emit_rows(data, views.channels_table(found, args.product), *views.channel_rows(found))
     return 0
 
@@ -222,7 +222,7 @@ def channel_resume(conn: Connection, args: Any, out: Output) -> int:
 
 
 def _show_tracks(out: Output, statuses: list[TrackStatus], *, many: bool = False) -> int:
-    data: Any = [views.track_dict(s) for s in statuses] if many else views.track_dict(statuses[0])
+    data: Any = [shapes.track_dict(s) for s in statuses] if many else shapes.track_dict(statuses[0])
     human = views.tracks_table(statuses, with_channel=True)
     out.emit(data, human)
     for advice in views.track_advice(statuses):
@@ -263,10 +263,10 @@ def rollout_status(conn: Connection, args: Any, out: Output) -> int:
     while True:
         statuses = conn.controller.status(args.product, args.channel)
         if args.watch is None:
-            out.emit([views.rollout_dict(s) for s in statuses], views.rollout_text(statuses))
+            out.emit([shapes.rollout_dict(s) for s in statuses], views.rollout_text(statuses))
             return 0
         if out.as_json:  # one JSON document per line and refresh, for scripts that follow it
-            out.line(json.dumps(jsonable([views.rollout_dict(s) for s in statuses]), ensure_ascii=False))
+            out.line(json.dumps(shapes.jsonable([shapes.rollout_dict(s) for s in statuses]), ensure_ascii=False))
         else:
             clear = "\x1b[H\x1b[2J" if out.stdout.isatty() else ""
             out.line(
@@ -323,21 +323,21 @@ def device_assign(conn: Connection, args: Any, out: Output) -> int:
             f"{device.product}/{device.channel} serves nothing yet: "
             f"`otafleet channel set {device.product} {device.channel} VERSION`"
         )
-    out.emit(views.device_dict(device), views.device_fields(device))
+    out.emit(shapes.device_dict(device), views.device_fields(device))
     return 0
 
 
 def device_block(conn: Connection, args: Any, out: Output) -> int:
     device = conn.fleet.block(args.mac)
     out.note(f"{device.mac} is blocked: its checks get 403")
-    out.emit(views.device_dict(device), views.device_fields(device))
+    out.emit(shapes.device_dict(device), views.device_fields(device))
     return 0
 
 
 def device_unblock(conn: Connection, args: Any, out: Output) -> int:
     device = conn.fleet.unblock(args.mac)
     out.note(f"{device.mac} is unblocked")
-    out.emit(views.device_dict(device), views.device_fields(device))
+    out.emit(shapes.device_dict(device), views.device_fields(device))
     return 0
 
 
@@ -348,7 +348,7 @@ def device_show(conn: Connection, args: Any, out: Output) -> int:
         fleet.release(device.product, device.running_version) if device.product and device.running_version else None
     )
     keys = fleet.keys(device.product) if running and device.product else []
-    data = views.device_dict(device)
+    data = shapes.device_dict(device)
     if running is not None:
         data["running_signature"] = {"scheme": running.signature_scheme, "signed_by": list(running.signed_by)}
     out.emit(data, views.device_fields(device, running, keys))
@@ -377,7 +377,7 @@ def device_credentials(conn: Connection, args: Any, out: Output) -> int:
 def device_retry(conn: Connection, args: Any, out: Output) -> int:
     device = conn.fleet.retry(args.mac)
     out.note(f"{device.mac}: failed releases and update attempts cleared; it is offered its targets again")
-    out.emit(views.device_dict(device), views.device_fields(device))
+    out.emit(shapes.device_dict(device), views.device_fields(device))
     return 0
 
 
@@ -394,10 +394,10 @@ def devices(conn: Connection, args: Any, out: Output) -> int:
     )
     overview = conn.fleet.list_devices(args.product, unassigned=args.unassigned, where=where)
     if out.format == "csv":  # the device rows only; what a person would read beside them goes to stderr
-        for warning in views.not_a_device_warnings(overview.devices):
+        for warning in shapes.not_a_device_warnings(overview.devices):
             out.note(warning)
     rows = views.device_rows(overview.devices, overview.seen_products)
-    out.emit_rows(views.overview_dict(overview), views.overview_text(overview), *rows)
+    out.emit_rows(shapes.overview_dict(overview), views.overview_text(overview), *rows)
     return 0
 
 
@@ -417,7 +417,7 @@ def explain(conn: Connection, args: Any, out: Output) -> int:
     if decision is None:  # the device vanished between the two reads
         raise CliError(f"unknown device {mac}")
     out.emit(
-        views.decision_dict(mac, args.mode, decision, device),
+        shapes.decision_dict(mac, args.mode, decision, device),
         views.decision_text(mac, args.mode, decision, device),
     )
     return 0

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from otafleet import plans
 from otafleet.fleet import DEVICE_STATES, FleetError
 from otafleet.models import PLATFORMS, Delivery
 from otafleet_cli import auditlog, commands, upload
@@ -306,10 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("channel", metavar="CHANNEL")
     p.add_argument("version", metavar="VERSION")
     p.add_argument("--fs", action="store_true", help="the channel's filesystem image, not its application")
-    p.add_argument("--stages", default="1,10,50,100", help="percentages of the channel (default 1,10,50,100)")
-    p.add_argument("--soak", default="2h", help="time each stage runs before it may advance (default 2h)")
     p.add_argument(
-        "--min-success", type=float, default=95.0, metavar="PERCENT", help="success bar to advance (default 95)"
+        "--stages", default=plans.DEFAULT_STAGES, help=f"percentages of the channel (default {plans.DEFAULT_STAGES})"
+    )
+    p.add_argument(
+        "--soak",
+        default=plans.DEFAULT_SOAK,
+        help=f"time each stage runs before it may advance (default {plans.DEFAULT_SOAK})",
+    )
+    p.add_argument(
+        "--min-success",
+        type=float,
+        default=plans.DEFAULT_MIN_SUCCESS * 100,
+        metavar="PERCENT",
+        help=f"success bar to advance (default {plans.DEFAULT_MIN_SUCCESS * 100:g})",
     )
     p.add_argument(
         "--max-failure", type=float, metavar="PERCENT", help="halt when failures / outcomes exceeds this (default 20)"

@@ -17,9 +17,10 @@ from typing import Any, TextIO
 from otafleet import names
 from otafleet.fleet import Fleet, check_name
 from otafleet.models import Kind, Release, ReleaseState
+from otafleet.shapes import release_dict
 from otafleet_cli.output import Output
 from otafleet_cli.stack import CliError, Connection
-from otafleet_cli.views import release_dict, release_fields
+from otafleet_cli.views import release_fields
 
 VERSION_RULE = (
     "The version is --version if given, else the file name without .bin, minus a leading '<product>-' or "

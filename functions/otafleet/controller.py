@@ -352,19 +352,30 @@ class Controller:
     def status(self, product: str, channel: str) -> list[RolloutStatus]:
         """Each kind's rollout of the channel, with what the halt rules make of it now. Reads the
         product's device records (the control group); writes nothing. [] for an unknown channel."""
+        return self._statuses(product, channel)
+
+    def product_status(self, product: str) -> list[RolloutStatus]:
+        """status() of every channel of the product (by name), reading its device records once."""
+        return self._statuses(product, None)
+
+    def _statuses(self, product: str, channel: str | None) -> list[RolloutStatus]:
         now = self.clock()
         policy = self.policy()
         self._products.clear()
         catalog = self.catalog.load(product, fresh=True)
-        ch = catalog.channels.get(channel) if catalog else None
-        if catalog is None or ch is None:
+        if catalog is None:
             return []
+        names = sorted(catalog.channels) if channel is None else [channel]
         found = []
-        for kind, track in sorted(ch.tracks.items(), key=lambda kt: kt[0].value):
-            seen, stages = self._evidence(catalog, channel, kind, track, now, policy)
-            step = plans.step_of(track, now, seen, stages)
-            test = rollout.silence_test(track, seen.control)
-            found.append(RolloutStatus(product, channel, kind, track, seen, test, stages, step, now))
+        for name in names:
+            ch = catalog.channels.get(name)
+            if ch is None:
+                continue
+            for kind, track in sorted(ch.tracks.items(), key=lambda kt: kt[0].value):
+                seen, stages = self._evidence(catalog, name, kind, track, now, policy)
+                step = plans.step_of(track, now, seen, stages)
+                test = rollout.silence_test(track, seen.control)
+                found.append(RolloutStatus(product, name, kind, track, seen, test, stages, step, now))
         self._products.clear()
         return found
 

@@ -69,6 +69,14 @@ class FleetError(Exception):
         self.message = message
 
 
+class Unknown(FleetError):
+    """The product, channel or device named does not exist (the operator API answers 404)."""
+
+
+class Changed(FleetError):
+    """The record changed underneath the action, which was not applied: try again (the API answers 409)."""
+
+
 @dataclass(frozen=True)
 class TrackStatus:
     """One channel's track for one kind of image, with its rollout counts."""
@@ -145,6 +153,30 @@ class Deleted:
     what: str  # "product door", "channel door/beta", "device 5C:…"
     items: int = 1  # catalog items deleted (a product's channels, releases, rejected uploads, counts)
     unassigned: tuple[str, ...] = ()  # MACs of devices a forced product delete unassigned
+
+
+@dataclass(frozen=True)
+class DevicePage:
+    """One page of a device listing, in MAC order."""
+
+    devices: tuple[Device, ...]
+    total: int  # devices matching, on every page
+    after: str | None  # the MAC the next page starts after; None on the last page
+
+
+@dataclass(frozen=True)
+class ProductOverview:
+    """What the operator console's first screen shows of a product (or one of its channels)."""
+
+    product: str
+    channel: str | None
+    devices: int
+    versions: tuple[VersionCount, ...]  # devices per version they run, version order, unknown last
+    states: tuple[tuple[str, int], ...]  # devices per DEVICE_STATES entry (a device can be in several)
+    rollouts: tuple[TrackStatus, ...]  # the staged, paused and halted tracks
+
+
+MAX_PAGE = 200  # devices on one page of a listing at most
 
 
 def parse_any_mac(value: str) -> str:
@@ -329,7 +361,7 @@ class Fleet:
     def catalog(self, product: str) -> Catalog:
         catalog = self.catalog_store.load(product, fresh=True)
         if catalog is None:
-            raise FleetError(
+            raise Unknown(
                 f"unknown product {product!r}; create it with `otafleet product create {product} --platform …`"
             )
         return catalog
@@ -515,7 +547,7 @@ class Fleet:
         try:
             self.catalog_store.set_release_state(release, ReleaseState.REVOKED)
         except Conflict:
-            raise FleetError(f"{product} {kind.value} {version} changed while revoking it; try again") from None
+            raise Changed(f"{product} {kind.value} {version} changed while revoking it; try again") from None
         target = {"release": f"{kind.value} {version}"}
         self._record(product, "release.revoke", target, {"state": release.state.value}, {"state": revoked.state.value})
         return Revoked(revoked, serving)
@@ -542,7 +574,7 @@ class Fleet:
         try:
             self.catalog_store.delete_channel(product, channel)
         except Conflict:
-            raise FleetError(f"{product}/{channel} was deleted meanwhile") from None
+            raise Changed(f"{product}/{channel} was deleted meanwhile") from None
         before = {k.value: audit.track_fields(t) for k, t in catalog.channels[channel].tracks.items()}
         self._record(product, "channel.delete", {"channel": channel}, before, {})
         return Deleted(f"channel {product}/{channel}")
@@ -752,7 +784,7 @@ class Fleet:
         try:
             self.catalog_store.set_channel_window(product, channel, window)
         except Conflict:
-            raise FleetError(f"{product}/{channel} was deleted meanwhile") from None
+            raise Changed(f"{product}/{channel} was deleted meanwhile") from None
         self._record(product, action, {"channel": channel}, _window(catalog.channels[channel].window), _window(window))
         return window
 
@@ -815,7 +847,7 @@ class Fleet:
             target = audit.track_target(channel, kind, status.track.version)
             self._record(product, action, target, audit.track_fields(current), after)
             return status
-        raise FleetError(f"{product}/{channel} changed while updating it; try again")
+        raise Changed(f"{product}/{channel} changed while updating it; try again")
 
     def _status(self, product: str, channel: str, kind: Kind) -> TrackStatus:
         return TrackStatus(product, channel, kind, _track(self.catalog(product), channel, kind))
@@ -840,7 +872,7 @@ class Fleet:
         mac = parse_mac(mac)
         device = self.devices_store.get(mac)
         if device is None:
-            raise FleetError(_unknown_device(mac))
+            raise Unknown(_unknown_device(mac))
         return device
 
     def assign(
@@ -888,7 +920,7 @@ class Fleet:
         try:
             self.devices_store.set_blocked(mac, blocked)
         except NotFound:
-            raise FleetError(f"unknown device {mac}: assign it first with `otafleet device assign {mac}`") from None
+            raise Unknown(f"unknown device {mac}: assign it first with `otafleet device assign {mac}`") from None
         device = self.device(mac)
         action = "device.block" if blocked else "device.unblock"
         before, after = audit.device_fields(existing), audit.device_fields(device)
@@ -921,7 +953,7 @@ class Fleet:
         for _ in range(2):
             device = self.devices_store.get(mac)
             if device is None:
-                raise FleetError(_unknown_device(mac))
+                raise Unknown(_unknown_device(mac))
             reopened = {kind: attempts.retried(a) for kind, a in device.attempts.items()}
             try:
                 self.devices_store.reopen_attempts(device, reopened)
@@ -931,7 +963,81 @@ class Fleet:
             before_fields, after_fields = audit.device_fields(device), audit.device_fields(after)
             self._record(after.product, "device.retry", {"device": mac}, before_fields, after_fields)
             return after
-        raise FleetError(f"{mac} changed while retrying it; try again")
+        raise Changed(f"{mac} changed while retrying it; try again")
+
+    def device_page(
+        self,
+        product: str,
+        *,
+        channel: str | None = None,
+        where: DeviceFilter | None = None,
+        mac_prefix: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> DevicePage:
+        """A page of the product's devices in MAC order: those `where` (and `channel`, `mac_prefix`: the
+        MAC's first hex digits, colons optional) match, `limit` of them after the MAC `after`. Read from
+        the by-product index, with one exception: the unassigned devices that asked for the product
+        are only found by reading the whole table (as `otafleet devices --unassigned` does)."""
+        check_name("product", product)
+        if not 1 <= limit <= MAX_PAGE:
+            raise FleetError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+        if channel is not None:
+            check_name("channel", channel)
+        prefix = _mac_prefix(mac_prefix) if mac_prefix else ""
+        if after is not None:
+            after = parse_any_mac(after)
+        if where is not None and where.state == "unassigned":
+            found: Iterable[Device] = self.list_devices(product, where=where).devices
+        else:
+            self.catalog(product)
+            self._check_filter(where)
+            now = epoch(self.clock())
+            found = (d for d in self._assigned_devices(product) if where is None or where.matches(d, now))
+        matching = sorted(
+            (
+                d
+                for d in found
+                if (channel is None or d.channel == channel) and d.mac.replace(":", "").startswith(prefix)
+            ),
+            key=lambda d: d.mac,
+        )
+        start = 0 if after is None else next((i for i, d in enumerate(matching) if d.mac > after), len(matching))
+        page = tuple(matching[start : start + limit])
+        more = start + limit < len(matching)
+        return DevicePage(page, len(matching), page[-1].mac if more and page else None)
+
+    def product_overview(self, product: str, channel: str | None = None) -> ProductOverview:
+        """Devices of the product (or of one channel) counted by the version they run and by state,
+        and its rollouts to watch: counted here, so a console never downloads the fleet to count it."""
+        catalog = self.catalog(check_name("product", product))
+        if channel is not None:
+            _channel(catalog, channel)
+        devices = [
+            d
+            for d in self._assigned_devices(product)
+            if (channel is None or d.channel == channel) and is_device_mac(d.mac)
+        ]
+        per_product = distribution(devices)
+        states: Counter[str] = Counter(s for d in devices for s in device_states(d))
+        return ProductOverview(
+            product=product,
+            channel=channel,
+            devices=len(devices),
+            versions=per_product[0].versions if per_product else (),
+            states=tuple((s, states[s]) for s in DEVICE_STATES if states[s]),
+            rollouts=tuple(r for r in self.rollouts([product]) if channel is None or r.channel == channel),
+        )
+
+    def _check_filter(self, where: DeviceFilter | None) -> None:
+        if where is None:
+            return
+        if where.state is not None and where.state not in DEVICE_STATES:
+            raise FleetError(f"unknown device state {where.state!r}; choose one of {', '.join(DEVICE_STATES)}")
+        if where.version is not None:
+            check_name("version", where.version)
+        if where.seen_before is not None and where.seen_within is not None and where.seen_within <= where.seen_before:
+            raise FleetError("--seen-within must be longer than --seen-before, or no device can match both")
 
     def list_devices(
         self, product: str | None = None, *, unassigned: bool = False, where: DeviceFilter | None = None
@@ -941,17 +1047,8 @@ class Fleet:
         distribution of the listed devices and the rollouts to watch."""
         if product is not None:
             self.catalog(product)
+        self._check_filter(where)
         if where is not None:
-            if where.state is not None and where.state not in DEVICE_STATES:
-                raise FleetError(f"unknown device state {where.state!r}; choose one of {', '.join(DEVICE_STATES)}")
-            if where.version is not None:
-                check_name("version", where.version)
-            if (
-                where.seen_before is not None
-                and where.seen_within is not None
-                and where.seen_within <= where.seen_before
-            ):
-                raise FleetError("--seen-within must be longer than --seen-before, or no device can match both")
             # A product's devices are its assigned ones; its unassigned ones are those that asked for it.
             unassigned = unassigned or where.state == "unassigned"
         now = epoch(self.clock())
@@ -1021,6 +1118,17 @@ def rejection_text(release: Release) -> str:
     return text + f"; upload a fixed image (`otafleet releases {release.product}` lists its uploads)"
 
 
+_HEX = frozenset("0123456789ABCDEF")
+
+
+def _mac_prefix(value: str) -> str:
+    """A MAC prefix as hex digits without separators (`5c:cf:7` -> `5CCF7`)."""
+    digits = value.replace(":", "").replace("-", "").upper()
+    if len(digits) > 12 or not set(digits) <= _HEX:
+        raise FleetError(f"not the start of a MAC address: {value[:20]!r} (expected e.g. 5C:CF:7F)")
+    return digits
+
+
 def _unknown_device(mac: str) -> str:
     return f"unknown device {mac}: it never checked in and was never assigned"
 
@@ -1029,7 +1137,7 @@ def _channel(catalog: Catalog, name: str) -> Channel:
     found = catalog.channels.get(name)
     if found is None:
         known = ", ".join(sorted(catalog.channels)) or "none yet"
-        raise FleetError(f"product {catalog.product.name!r} has no channel {name!r} (channels: {known})")
+        raise Unknown(f"product {catalog.product.name!r} has no channel {name!r} (channels: {known})")
     return found
 
 
@@ -1047,15 +1155,20 @@ def _track(catalog: Catalog, channel: str, kind: Kind) -> Track:
 
 __all__ = [
     "DEVICE_STATES",
+    "MAX_PAGE",
+    "Changed",
     "ChannelSummary",
     "Deleted",
     "DeviceFilter",
+    "DevicePage",
     "Fleet",
     "FleetError",
     "FleetOverview",
+    "ProductOverview",
     "ProductVersions",
     "Revoked",
     "TrackStatus",
+    "Unknown",
     "VersionCount",
     "check_name",
     "device_states",

@@ -41,6 +41,12 @@ DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# A plan's settings when the operator gives none (`otafleet rollout start`, the operator API).
+DEFAULT_STAGES = "1,10,50,100"
+DEFAULT_SOAK = "2h"
+DEFAULT_MIN_SUCCESS = 0.95
+
+
 class InvalidPlan(ValueError):
     """A plan an operator asked for that cannot run; the message says why."""
 

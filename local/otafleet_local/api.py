@@ -6,6 +6,10 @@ handler code that runs in Lambda; the handler's answer goes back to the client w
 `Content-Length`, never chunked. HTTP/1.0 clients (every stock ESP updater) get an HTTP/1.0 answer and
 `Connection: close`. Unknown path: 404; a method no route has on that path: 405; a handler that
 raises or answers something API Gateway could not map: 502 and a log line, as API Gateway would.
+
+A route whose template event names an authorizer is guarded as on AWS, by the local stand-in of the JWT
+authorizer (console_auth): no valid token, 401 and the function is never invoked. `POST /console/login`,
+Cognito's part on AWS, is answered by this server itself.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from otafleet_local.console_auth import LOGIN_PATH, ConsoleAuth
 from otafleet_local.lambdas import FunctionBusy, FunctionUnavailable, LocalFunction
 
 log = logging.getLogger("otafleet_local.api")
@@ -48,6 +53,7 @@ class Route:
     pattern: re.Pattern[str]
     params: tuple[str, ...]
     greedy: bool
+    authorizer: tuple[str, str] | None = None  # (name, type) of the template's authorizer, None: public
 
     @property
     def route_key(self) -> str:
@@ -60,7 +66,7 @@ class Route:
         return (1 if self.greedy else 0, len(self.params), -literal)
 
 
-def compile_route(method: str, path: str, function: LocalFunction) -> Route:
+def compile_route(method: str, path: str, function: LocalFunction, authorizer: tuple[str, str] | None = None) -> Route:
     pattern, names, greedy, last = "", [], False, 0
     for match in _PARAM.finditer(path):
         pattern += re.escape(path[last : match.start()])
@@ -72,7 +78,7 @@ def compile_route(method: str, path: str, function: LocalFunction) -> Route:
             pattern += f"(?P<p{len(names) - 1}>[^/]+)"
         last = match.end()
     pattern += re.escape(path[last:])
-    return Route(method.upper(), path, function, re.compile(f"^{pattern}$"), tuple(names), greedy)
+    return Route(method.upper(), path, function, re.compile(f"^{pattern}$"), tuple(names), greedy, authorizer)
 
 
 class Router:
@@ -232,6 +238,8 @@ class ApiServer(ThreadingHTTPServer):
     allow_reuse_address = True
     # The whole HTTP API sits behind these; set by LocalStack before serving.
     router: Router
+    # Signs console tokens and checks them on guarded routes; None: every guarded route answers 401.
+    console: ConsoleAuth | None = None
 
     def __init__(self, address: tuple[str, int], router: Router) -> None:
         if ":" in address[0]:
@@ -287,7 +295,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         path = self.path.split("?", 1)[0]
         route, params, allowed = self.server.router.match(self.command, path)
-        if route is None and path == HEALTH_PATH and self.command in ("GET", "HEAD"):
+        claims: dict[str, Any] | None = None
+        if path == LOGIN_PATH and self.command == "POST":
+            # Before routing: `/console/{proxy+}` (the console's files) would take it otherwise.
+            route_key = f"POST {LOGIN_PATH} (local sign-in)"
+            response = self._login(body)
+        elif route is not None and route.authorizer is not None and (claims := self._claims(route)) is None:
+            route_key = route.route_key
+            response = gateway_error(401, "Unauthorized")
+        elif route is None and path == HEALTH_PATH and self.command in ("GET", "HEAD"):
             # The local stack's own ready signal (the port listens only once it is ready, too).
             response = Response(200, [("Content-Type", "application/json")], b'{"ready": true}')
         elif route is None:
@@ -305,7 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
                 source_ip=str(self.client_address[0]),
                 server_port=self.server.server_address[1],
             )
-            response = self._invoke(route, build_event(request, route, params))
+            event = build_event(request, route, params)
+            if claims is not None:
+                event["requestContext"]["authorizer"] = {"jwt": {"claims": claims, "scopes": None}}
+            response = self._invoke(route, event)
         self._send(response)
         access_log.info(
             '%s "%s %s %s" %s %d %.0fms (route %s)',
@@ -318,6 +337,32 @@ class _Handler(BaseHTTPRequestHandler):
             (time.monotonic() - started) * 1000,
             route_key,
         )
+
+    def _login(self, body: bytes) -> Response:
+        if self.server.console is None:
+            return gateway_error(404, "Not Found")
+        status, data = self.server.console.login(body, str(self.client_address[0]))
+        return Response(
+            status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")], json.dumps(data).encode()
+        )
+
+    def _claims(self, route: Route) -> dict[str, Any] | None:
+        """The claims of the request's valid token for a guarded route; None, logged, when it has none."""
+        assert route.authorizer is not None
+        name, kind = route.authorizer
+        console = self.server.console
+        if kind != "jwt" or console is None:  # nothing here can check it: refused, never served unguarded
+            log.error("%s: authorizer %s (%s) cannot be checked locally: refused", route.route_key, name, kind)
+            return None
+        claims = console.claims(self.headers.get("Authorization"))
+        if claims is None:
+            log.warning(
+                "%s %s: %s refused the token (missing, expired, foreign or for another audience)",
+                self.command,
+                self.path.split("?", 1)[0],
+                name,
+            )
+        return claims
 
     def _invoke(self, route: Route, event: dict[str, Any]) -> Response:
         function = route.function
@@ -411,6 +456,15 @@ class _BodyError(Exception):
         self.message = message
 
 
-def routes_for(route_specs: Iterable[tuple[str, str, str, str]], functions: Mapping[str, LocalFunction]) -> Router:
-    """A Router from template.routes() tuples (method, path, function logical id, handler)."""
-    return Router(compile_route(method, path, functions[function]) for method, path, function, _ in route_specs)
+def routes_for(
+    route_specs: Iterable[tuple[str, str, str, str]],
+    functions: Mapping[str, LocalFunction],
+    authorizers: Mapping[tuple[str, str], tuple[str, str]] | None = None,
+) -> Router:
+    """A Router from template.routes() tuples (method, path, function logical id, handler), each route
+    guarded by the authorizer template.route_authorizers() gives it, if any."""
+    guards = authorizers or {}
+    return Router(
+        compile_route(method, path, functions[function], guards.get((method, path)))
+        for method, path, function, _ in route_specs
+    )

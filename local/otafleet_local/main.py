@@ -86,6 +86,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help=f"invocations of one function at once, like warm Lambda sandboxes (default {DEFAULT_CONCURRENCY})",
     )
+    parser.add_argument(
+        "--console-password",
+        metavar="PASSWORD",
+        help="the console user's (admin) password for this run (default: random, kept in the data folder's "
+        "console-password)",
+    )
     parser.add_argument("--ready-file", type=Path, help="write the stack's URLs and names as JSON here once ready")
     args = parser.parse_args(argv)
     for item in args.env:
@@ -136,6 +142,11 @@ def banner(stack: LocalStack) -> str:
         f"  export AWS_ENDPOINT_URL={stack.aws_endpoint} AWS_DEFAULT_REGION={stack.region}",
         "  (no AWS credentials? any will do: export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing)",
     ]
+    if stack.console is not None:
+        lines.append(
+            f"  console       user {stack.console.user}, password {stack.console.password} "
+            f"(POST {stack.local_api_url}/console/login; /admin needs its token)"
+        )
     for timer in stack.timers:
         every = f"{timer.seconds / 60:g} min" if timer.seconds >= 60 else f"{timer.seconds:g} s"
         lines.append(f"  {timer.schedule.function} runs every {every} (`otafleet rollout tick` runs it now)")
@@ -207,6 +218,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
         data=args.data,
         fresh=args.fresh,
+        console_password=args.console_password,
     )
     stop = threading.Event()
 

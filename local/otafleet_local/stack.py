@@ -47,7 +47,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
-from otafleet_local import discovery, embedded, lambdas, persist, s3events, schedules, template
+from otafleet_local import console_auth, discovery, embedded, lambdas, persist, s3events, schedules, template
 from otafleet_local.api import ApiServer, routes_for
 from otafleet_local.intrinsics import NAME_PROPERTIES, Resolver
 
@@ -114,6 +114,7 @@ class StackConfig:
     concurrency: int = lambdas.DEFAULT_CONCURRENCY  # invocations of one function at once
     data: Path | None = None  # data folder to keep the state in; None: memory only
     fresh: bool = False  # start empty even when the data folder holds state
+    console_password: str | None = None  # the console user's; None: random, kept in the data folder
     template_path: Path = template.TEMPLATE
     env_file: Path = ENV_FILE
 
@@ -222,6 +223,7 @@ class LocalStack:
         self.timers: list[schedules.ScheduleTimer] = []
         self._saved_env: dict[str, str | None] = {}
         self._store: persist.Store | None = None
+        self.console: console_auth.ConsoleAuth | None = None
         self.restored = False  # whether the state came from the data folder (not new, not fresh)
         self._started = False
 
@@ -317,6 +319,9 @@ class LocalStack:
             "functions": {k: f.loaded for k, f in self.functions.items()},
             "schedules": {f"{t.schedule.function}.{t.schedule.name}": t.seconds for t in self.timers},
             "data": None if self.config.data is None else str(self.config.data.resolve()),
+            "console": None
+            if self.console is None
+            else {"user": self.console.user, "login_url": f"{self.local_api_url}{console_auth.LOGIN_PATH}"},
             "restored": self.restored,
             "demo": None
             if self.demo is None
@@ -407,7 +412,13 @@ class LocalStack:
                 timer.start()
                 self.timers.append(timer)
 
-        self._api.router = routes_for(template.routes(cfg.template_path), self.functions)
+        # The console's sign-in and the JWT authorizer's stand-in: their key and password live beside the
+        # state in the data folder (or in memory without one).
+        self.console = console_auth.ConsoleAuth.open(cfg.data, cfg.console_password)
+        self._api.console = self.console
+        self._api.router = routes_for(
+            template.routes(cfg.template_path), self.functions, template.route_authorizers(cfg.template_path)
+        )
 
         outputs = discovery.local_outputs(resolver, {"ApiUrl": self.api_url}, cfg.template_path)
         discovery.register(self.client("cloudformation"), cfg.stack_name, outputs)

@@ -189,3 +189,23 @@ def routes(path: Path = TEMPLATE) -> list[tuple[str, str, str, str]]:
 
 def outputs(path: Path = TEMPLATE) -> dict[str, dict[str, Any]]:
     return dict(load(path).get("Outputs") or {})
+
+
+def route_authorizers(path: Path = TEMPLATE) -> dict[tuple[str, str], tuple[str, str]]:
+    """(method, path) -> (authorizer name, its type, e.g. "jwt") for every route whose template event
+    names an authorizer (`Auth.Authorizer`): the `security` SAM writes into the OpenAPI body, and the
+    security scheme it names. A route missing here is public, as on AWS."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for api in generated("AWS::ApiGatewayV2::Api", path).values():
+        body = (api.get("Properties") or {}).get("Body") or {}
+        schemes = (body.get("components") or {}).get("securitySchemes") or {}
+        for route, operations in (body.get("paths") or {}).items():
+            for method, operation in (operations or {}).items():
+                if method.lower() not in _METHODS or not isinstance(operation, dict):
+                    continue
+                for requirement in operation.get("security") or []:
+                    for name in requirement or {}:
+                        kind = ((schemes.get(name) or {}).get("x-amazon-apigateway-authorizer") or {}).get("type")
+                        verb = "ANY" if method.startswith("x-amazon") else method.upper()
+                        found[(verb, str(route))] = (str(name), str(kind or "unknown"))
+    return found

@@ -46,7 +46,7 @@ def variables_of(function: str) -> set[str]:
 
 
 def test_every_function_is_checked() -> None:
-    assert set(FUNCTIONS) == {"UpdateFunction", "PublishFunction", "ControllerFunction"}
+    assert set(FUNCTIONS) == {"UpdateFunction", "PublishFunction", "ControllerFunction", "AdminFunction"}
 
 
 def test_template_declares_every_variable_the_functions_read() -> None:

@@ -151,7 +151,7 @@ def test_translated_template_has_no_lint_findings(cfn: dict[str, Any]) -> None:
 
 
 def test_functions_never_refer_to_the_bucket_resource(cfn: dict[str, Any]) -> None:
-    for name in ("UpdateFunction", "PublishFunction", "ControllerFunction"):
+    for name in ("UpdateFunction", "PublishFunction", "ControllerFunction", "AdminFunction"):
         for logical_id in (name, f"{name}Role"):
             assert not mentions(cfn["Resources"][logical_id], "FirmwareBucket"), logical_id
 
@@ -238,6 +238,7 @@ def test_no_role_grants_wildcards_or_deletes(cfn: dict[str, Any], has_topic: boo
         "PublishFunctionRole",
         "ControllerFunctionRole",
         "ControllerFunctionTickRole",
+        "AdminFunctionRole",
     }
     for name, role in roles.items():
         for action, resource in grants(role, {"HasAlarmTopic": has_topic}):
@@ -250,7 +251,8 @@ def test_function_configuration(cfn: dict[str, Any]) -> None:
     update = cfn["Resources"]["UpdateFunction"]["Properties"]
     publish = cfn["Resources"]["PublishFunction"]["Properties"]
     controller = cfn["Resources"]["ControllerFunction"]["Properties"]
-    for props in (update, publish, controller):
+    admin = cfn["Resources"]["AdminFunction"]["Properties"]
+    for props in (update, publish, controller, admin):
         assert props["Runtime"] == "python3.13"
         assert props["Architectures"] == ["arm64"]
         assert props["TracingConfig"] == {"Mode": {"Fn::If": ["TracingEnabled", "Active", "PassThrough"]}}
@@ -276,12 +278,16 @@ def test_function_configuration(cfn: dict[str, Any]) -> None:
     assert (publish["MemorySize"], publish["Timeout"]) == (1024, 60)
     assert controller["Handler"] == "controller/app.handler"
     assert (controller["MemorySize"], controller["Timeout"]) == (512, 120)
+    assert admin["Handler"] == "admin/app.handler"
+    assert (admin["MemorySize"], admin["Timeout"]) == (1024, 29)
 
 
 def test_the_functions_that_announce_rollout_notices_know_the_alarm_topic(cfn: dict[str, Any]) -> None:
     """Halts are announced by the update function (a check's verdict) and the controller; the publish
     function never halts anything, so it gets neither the topic nor sns:Publish."""
-    for name, has in (("UpdateFunction", True), ("ControllerFunction", True), ("PublishFunction", False)):
+    functions = (("UpdateFunction", True), ("ControllerFunction", True), ("PublishFunction", False))
+    # The operator API changes rollouts by hand only: an operator's change is announced by no one.
+    for name, has in (*functions, ("AdminFunction", False)):
         env = cfn["Resources"][name]["Properties"]["Environment"]["Variables"]
         assert (env.get("ALARM_TOPIC_ARN") == TOPIC) is has, name
         assert ("ALARM_TOPIC_ARN" in env) is has, name
@@ -302,13 +308,16 @@ def test_the_alarm_topic_parameter_takes_a_standard_topic_arn_or_nothing(cfn: di
 
 
 def test_code_uri_is_the_shared_functions_folder(sam: dict[str, Any]) -> None:
-    for name in ("UpdateFunction", "PublishFunction", "ControllerFunction"):
+    for name in ("UpdateFunction", "PublishFunction", "ControllerFunction", "AdminFunction"):
         assert sam["Resources"][name]["Properties"]["CodeUri"] == "functions/"
 
 
 def test_http_api_routes_and_throttling(cfn: dict[str, Any]) -> None:
     api = cfn["Resources"]["HttpApi"]["Properties"]["Body"]
-    assert set(api["paths"]) == {"/update", "/update/{product}", "/firmware/{product}/{channel}"}
+    assert set(api["paths"]) == {"/update", "/update/{product}", "/firmware/{product}/{channel}", "/admin/{proxy+}"}
+    admin = api["paths"].pop("/admin/{proxy+}")  # the operator API: tests/hardening/test_admin_template.py
+    assert set(admin) == {"x-amazon-apigateway-any-method"}
+    assert "AdminFunction.Arn" in json.dumps(admin["x-amazon-apigateway-any-method"])
     for path, item in api["paths"].items():
         assert set(item) == {"get"}, path
         uri = item["get"]["x-amazon-apigateway-integration"]["uri"]
@@ -323,7 +332,8 @@ def test_http_api_routes_and_throttling(cfn: dict[str, Any]) -> None:
 def test_http_api_routes_are_the_handlers_route_table(cfn: dict[str, Any]) -> None:
     """A function URL's requests are routed by the handler's ROUTES: they must be the HTTP API's routes."""
     api = cfn["Resources"]["HttpApi"]["Properties"]["Body"]
-    declared = {f"{method.upper()} {path}" for path, item in api["paths"].items() for method in item}
+    devices = {path: item for path, item in api["paths"].items() if not path.startswith("/admin/")}
+    declared = {f"{method.upper()} {path}" for path, item in devices.items() for method in item}
     assert declared == set(ROUTES)
 
 
@@ -706,7 +716,7 @@ def test_alarms_watch_the_metrics_the_functions_emit(cfn: dict[str, Any]) -> Non
     functions = {
         m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"] for m in errors["Metrics"] if "MetricStat" in m
     }
-    assert functions == {"UpdateFunction", "PublishFunction", "ControllerFunction"}
+    assert functions == {"UpdateFunction", "PublishFunction", "ControllerFunction", "AdminFunction"}
     dashboards = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
     assert len(dashboards) == 1
     # the body is JSON once CloudFormation substitutes the names
